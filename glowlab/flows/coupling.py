@@ -1,0 +1,210 @@
+"""Affine and additive coupling layers (NICE, RealNVP, Glow) with channel and checkerboard masks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glowlab.flows.base import Flow, logdet_dtype
+from glowlab.flows.nets import MLP, CouplingNet, ResNetCouplingNet
+
+__all__ = ["AffineCoupling", "AdditiveCoupling", "MLPAdditiveCoupling", "checkerboard_mask", "broadcast_cond"]
+
+MASKS = ("channel", "checkerboard")
+SCALES = ("sigmoid", "tanh")
+NETS = ("glow", "resnet")
+
+
+def checkerboard_mask(height: int, width: int, parity: int, device=None, dtype=None) -> torch.Tensor:
+    """``[1, 1, H, W]`` mask with ones where ``(i + j) % 2 == parity``: the entries left unchanged."""
+    i = torch.arange(height, device=device).view(-1, 1)
+    j = torch.arange(width, device=device).view(1, -1)
+    return ((i + j) % 2 == parity).to(dtype or torch.float32).view(1, 1, height, width)
+
+
+def broadcast_cond(cond: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bring a conditioning input to ``[B, K, H, W]``: a vector ``[B, K]`` is tiled over space, a
+    map ``[B, K, h, w]`` is average-pooled (or nearest-upsampled) to ``H x W``."""
+    if cond.dim() == 2:
+        return cond[:, :, None, None].expand(-1, -1, height, width)
+    if cond.dim() == 4:
+        if cond.shape[2:] == (height, width):
+            return cond
+        if cond.shape[2] >= height:
+            return F.adaptive_avg_pool2d(cond, (height, width))
+        return F.interpolate(cond, size=(height, width), mode="nearest")
+    raise ValueError(f"cond must be [B, K] or [B, K, H, W], got shape {tuple(cond.shape)}")
+
+
+class AffineCoupling(Flow):
+    """Affine coupling: part ``a`` of x is kept and conditions an affine map of part ``b``.
+
+    ``h = NN(x_a [, cond])``, ``t, h_s = split(h)``, ``y_b = (x_b + t) * s`` and ``y_a = x_a``, with
+
+    * ``scale_fn="sigmoid"`` (Glow): ``s = sigmoid(h_s + 2)``, computed as ``exp(logsigmoid(.))``
+      because autocast keeps ``log``/``exp`` in float32 but not ``sigmoid``;
+    * ``scale_fn="tanh"`` (RealNVP): ``log s = scale * tanh(h_s)`` with a learned per-channel scale.
+
+    Logdet ``[B]`` nats: the sum of ``log s`` over part ``b``. The network's last layer is
+    zero-initialised, so the layer starts as the identity.
+
+    Masks: ``"channel"`` keeps the first ``C // 2`` channels (``parity=1`` keeps the last ones);
+    ``"checkerboard"`` keeps the pixels with ``(i + j) % 2 == parity`` in every channel.
+
+    Args:
+        in_channels: C of the input ``[B, C, H, W]``.
+        hidden_channels: width of the coupling network.
+        mask: ``"channel"`` or ``"checkerboard"``.
+        parity: 0 or 1, which part is kept.
+        net: ``"glow"`` (conv3x3-conv1x1-conv3x3) or ``"resnet"`` (RealNVP residual network).
+        num_blocks: residual blocks of the ``"resnet"`` network.
+        actnorm: ActNorm inside the coupling network.
+        cond_channels: K of an optional conditioning input, concatenated to the network input.
+        scale_fn: ``"sigmoid"`` or ``"tanh"``.
+    """
+
+    additive = False
+
+    def __init__(self, in_channels: int, hidden_channels: int = 512, mask: str = "channel",
+                 parity: int = 0, net: str = "glow", num_blocks: int = 4, actnorm: bool = True,
+                 cond_channels: int = 0, scale_fn: str = "sigmoid"):
+        super().__init__()
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        if scale_fn not in SCALES:
+            raise ValueError(f"scale_fn must be one of {SCALES}, got {scale_fn!r}")
+        if net not in NETS:
+            raise ValueError(f"net must be one of {NETS}, got {net!r}")
+        if parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+        if mask == "channel" and in_channels < 2:
+            raise ValueError(
+                f"a channel-mask coupling needs at least 2 channels to split, got in_channels="
+                f"{in_channels}; squeeze the input first or use mask='checkerboard'"
+            )
+        self.in_channels, self.mask, self.parity = in_channels, mask, parity
+        self.cond_channels, self.scale_fn = cond_channels, scale_fn
+        if mask == "channel":
+            n_kept = in_channels // 2 if parity == 0 else in_channels - in_channels // 2
+            self.n_kept, self.n_changed = n_kept, in_channels - n_kept
+        else:
+            self.n_kept, self.n_changed = in_channels, in_channels
+        out = self.n_changed * (1 if self.additive else 2)
+        net_in = self.n_kept + cond_channels
+        if net == "glow":
+            self.net = CouplingNet(net_in, out, hidden_channels, actnorm=actnorm)
+        else:
+            self.net = ResNetCouplingNet(net_in, out, hidden_channels, num_blocks, actnorm=actnorm)
+        if scale_fn == "tanh" and not self.additive:
+            self.tanh_scale = nn.Parameter(torch.ones(self.n_changed, 1, 1))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"coupling expects input [B, {self.in_channels}, H, W], got {tuple(x.shape)}"
+            )
+        if self.cond_channels and cond is None:
+            raise ValueError(f"this coupling is conditional (cond_channels={self.cond_channels}); pass cond")
+        if self.cond_channels and cond.shape[1] != self.cond_channels:
+            raise ValueError(f"cond must have {self.cond_channels} channels, got shape {tuple(cond.shape)}")
+
+    def _net_params(self, kept: torch.Tensor, cond: torch.Tensor | None, dtype: torch.dtype):
+        """Run the network on the kept part; return ``(t, log_s)`` in ``dtype`` (``log_s`` None if additive)."""
+        inp = kept
+        if self.cond_channels:
+            inp = torch.cat([kept, broadcast_cond(cond, *kept.shape[2:]).to(kept.dtype)], dim=1)
+        h = self.net(inp).to(dtype)  # the network may run in bf16 under autocast; the flow does not
+        if self.additive:
+            return h, None
+        t, h_s = h.chunk(2, dim=1)
+        if self.scale_fn == "sigmoid":
+            log_s = F.logsigmoid(h_s + 2.0)
+        else:
+            log_s = self.tanh_scale.to(dtype) * torch.tanh(h_s)
+        return t, log_s
+
+    def _split(self, x: torch.Tensor):
+        if self.parity == 0:
+            return x[:, : self.n_kept], x[:, self.n_kept:]
+        return x[:, self.n_changed:], x[:, : self.n_changed]
+
+    def _join(self, kept: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+        return torch.cat([kept, changed] if self.parity == 0 else [changed, kept], dim=1)
+
+    # -- the flow ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        self._check(x, cond)
+        ld_dtype = logdet_dtype(x)
+        if self.mask == "channel":
+            kept, changed = self._split(x)
+            t, log_s = self._net_params(kept, cond, x.dtype)
+            if log_s is None:
+                return self._join(kept, changed + t), x.new_zeros(x.shape[0], dtype=ld_dtype)
+            y = self._join(kept, (changed + t) * log_s.exp())
+            return y, log_s.to(ld_dtype).flatten(1).sum(1)
+        m = checkerboard_mask(*x.shape[2:], self.parity, x.device, x.dtype)
+        t, log_s = self._net_params(x * m, cond, x.dtype)
+        if log_s is None:
+            return x + (1 - m) * t, x.new_zeros(x.shape[0], dtype=ld_dtype)
+        log_s = log_s * (1 - m)
+        y = m * x + (1 - m) * (x + t) * log_s.exp()
+        return y, log_s.to(ld_dtype).flatten(1).sum(1)
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(y, cond)
+        if self.mask == "channel":
+            kept, changed = self._split(y)
+            t, log_s = self._net_params(kept, cond, y.dtype)
+            if log_s is None:
+                return self._join(kept, changed - t)
+            # multiply by exp(-log s) instead of dividing by s: finite even for tiny scales
+            return self._join(kept, changed * (-log_s).exp() - t)
+        m = checkerboard_mask(*y.shape[2:], self.parity, y.device, y.dtype)
+        t, log_s = self._net_params(y * m, cond, y.dtype)
+        if log_s is None:
+            return y - (1 - m) * t
+        return m * y + (1 - m) * (y * (-log_s * (1 - m)).exp() - t)
+
+
+class AdditiveCoupling(AffineCoupling):
+    """Additive (NICE) coupling ``y_b = x_b + t(x_a)``: volume preserving, logdet ``[B]`` is zero.
+
+    Takes the same arguments as :class:`AffineCoupling` (``scale_fn`` is ignored).
+    """
+
+    additive = True
+
+
+class MLPAdditiveCoupling(Flow):
+    """NICE's additive coupling on the flattened image, ``[B, C, H, W]`` in and out.
+
+    The ``D = C*H*W`` entries are split by index parity (even/odd); ``y_b = x_b + MLP(x_a)``.
+    Logdet ``[B]`` is zero.
+    """
+
+    def __init__(self, num_features: int, hidden_features: int = 1000, hidden_layers: int = 5, parity: int = 0):
+        super().__init__()
+        if num_features < 2:
+            raise ValueError(f"NICE coupling needs at least 2 features, got {num_features}")
+        idx = torch.arange(num_features)
+        self.register_buffer("kept_idx", idx[idx % 2 == parity])
+        self.register_buffer("changed_idx", idx[idx % 2 != parity])
+        self.num_features = num_features
+        self.mlp = MLP(len(self.kept_idx), len(self.changed_idx), hidden_features, hidden_layers)
+
+    def _shift(self, x: torch.Tensor, sign: float) -> torch.Tensor:
+        flat = x.flatten(1)
+        if flat.shape[1] != self.num_features:
+            raise ValueError(f"NICE coupling expects {self.num_features} features per sample, got {tuple(x.shape)}")
+        t = self.mlp(flat[:, self.kept_idx]).to(flat.dtype)
+        out = flat.clone()
+        out[:, self.changed_idx] = flat[:, self.changed_idx] + sign * t
+        return out.view_as(x)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        return self._shift(x, 1.0), x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self._shift(y, -1.0)

@@ -1,0 +1,111 @@
+"""Networks used inside coupling layers and conditional priors (not flows themselves)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glowlab.flows.actnorm import ActNorm
+
+__all__ = ["ZeroConv2d", "CouplingNet", "ResNetCouplingNet", "MLP"]
+
+
+class ZeroConv2d(nn.Module):
+    """A 3x3 convolution initialised to output zeros, with a learned per-channel output scale
+    ``exp(3 * logs)`` (as in Glow), so flows start at the identity and the prior at N(0, I)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, logscale_factor: float = 3.0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
+        self.logscale_factor = logscale_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        return out * (self.logs * self.logscale_factor).exp().to(out.dtype)
+
+
+class _ActNormMap(nn.Module):
+    """ActNorm used as a plain layer inside a network (the logdet is not part of the flow's)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = ActNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)[0]
+
+
+class CouplingNet(nn.Module):
+    """Glow's coupling network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-initialised conv3x3.
+
+    ``[B, in_channels, H, W] -> [B, out_channels, H, W]``. With ``actnorm=True`` an ActNorm (and
+    no bias) follows each of the first two convolutions, as in the Glow paper's code.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 512, actnorm: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1, bias=not actnorm)]
+        if actnorm:
+            layers.append(_ActNormMap(hidden_channels))
+        layers += [nn.ReLU(), nn.Conv2d(hidden_channels, hidden_channels, 1, bias=not actnorm)]
+        if actnorm:
+            layers.append(_ActNormMap(hidden_channels))
+        layers += [nn.ReLU(), ZeroConv2d(hidden_channels, out_channels)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int, actnorm: bool):
+        super().__init__()
+        norm = (lambda: _ActNormMap(channels)) if actnorm else nn.Identity
+        self.body = nn.Sequential(
+            norm(), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            norm(), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNetCouplingNet(nn.Module):
+    """RealNVP's residual coupling network: conv3x3, ``num_blocks`` pre-activation residual blocks,
+    ReLU, then a zero-initialised conv3x3. ``[B, in, H, W] -> [B, out, H, W]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 64,
+                 num_blocks: int = 4, actnorm: bool = True):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, hidden_channels, 3, padding=1),
+            *[_ResidualBlock(hidden_channels, actnorm) for _ in range(num_blocks)],
+            nn.ReLU(),
+            ZeroConv2d(hidden_channels, out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MLP(nn.Module):
+    """NICE's coupling function: ``hidden_layers`` ReLU layers of ``hidden_features`` units and a
+    zero-initialised linear output. ``[B, in_features] -> [B, out_features]``."""
+
+    def __init__(self, in_features: int, out_features: int, hidden_features: int = 1000, hidden_layers: int = 5):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(hidden_layers):
+            layers += [nn.Linear(width, hidden_features), nn.ReLU()]
+            width = hidden_features
+        last = nn.Linear(width, out_features)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

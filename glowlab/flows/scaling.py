@@ -1,0 +1,36 @@
+"""Elementwise scaling: the final layer of NICE."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glowlab.flows.base import Flow, logdet_dtype
+
+__all__ = ["DiagonalScale"]
+
+
+class DiagonalScale(Flow):
+    """``y = x * exp(log_scale)`` with one learned scale per dimension of the ``[C, H, W]`` image.
+
+    Logdet ``[B]`` nats: ``sum(log_scale)``. NICE (Dinh et al., 2015) ends with this layer so
+    that the volume-preserving couplings can still change the density's scale per dimension.
+    """
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.log_scale = nn.Parameter(torch.zeros(self.shape))
+
+    def _check(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"DiagonalScale expects [B, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        self._check(x)
+        logdet = self.log_scale.to(logdet_dtype(x)).sum().expand(x.shape[0])
+        return x * self.log_scale.exp().to(x.dtype), logdet
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(y)
+        return y * (-self.log_scale).exp().to(y.dtype)

@@ -1,0 +1,68 @@
+"""Glow (Kingma & Dhariwal, 2018): multiscale actnorm / 1x1 conv / coupling steps."""
+
+from __future__ import annotations
+
+from glowlab.flows import (ActNorm, AdditiveCoupling, AffineCoupling, FlowSequence, InvConv1x1,
+                           InvConv1x1LU, LearnedPrior, Reverse, Shuffle, Split, Squeeze)
+from glowlab.models.base import MultiscaleFlow, check_divisible
+
+__all__ = ["Glow"]
+
+PERMUTATIONS = {"lu": InvConv1x1LU, "invconv": InvConv1x1, "reverse": lambda c: Reverse(), "shuffle": Shuffle}
+COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
+
+
+class Glow(MultiscaleFlow):
+    """Glow: ``levels`` levels of (squeeze, ``depth`` x [actnorm, permutation, coupling], split).
+
+    Args:
+        image_shape: ``(C, H, W)``; H and W must be divisible by ``2**levels``.
+        levels: L, the number of scales.
+        depth: K, flow steps per level.
+        hidden_channels: width of each coupling network (512 in the paper).
+        coupling: ``"affine"`` or ``"additive"``.
+        permutation: ``"lu"`` (LU 1x1 conv), ``"invconv"`` (plain 1x1 conv), ``"reverse"`` or ``"shuffle"``.
+        learn_top: learned mean/log-std of the top prior (else N(0, I)).
+        num_classes: > 0 makes the top prior class-conditional; pass labels as ``cond``.
+        actnorm_in_coupling: ActNorm inside the coupling networks, as in the paper's code.
+
+    Example:
+        >>> import torch
+        >>> m = Glow(image_shape=(1, 8, 8), levels=2, depth=2, hidden_channels=16)
+        >>> zs, logdet = m(torch.rand(3, 1, 8, 8) - 0.5)
+        >>> [tuple(z.shape) for z in zs], tuple(logdet.shape)
+        ([(3, 2, 4, 4), (3, 8, 2, 2)], (3,))
+
+    References:
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018.
+    """
+
+    def __init__(self, image_shape=(3, 32, 32), levels: int = 3, depth: int = 32,
+                 hidden_channels: int = 512, coupling: str = "affine", permutation: str = "lu",
+                 learn_top: bool = True, num_classes: int = 0, actnorm_in_coupling: bool = True):
+        if not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels!r}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
+        if permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {sorted(PERMUTATIONS)}, got {permutation!r}")
+        c, h, w = check_divisible(image_shape, levels, f"Glow with levels={levels}")
+        flows, splits = [], []
+        for level in range(levels):
+            c, h, w = 4 * c, h // 2, w // 2
+            steps = [Squeeze()]
+            for _ in range(depth):
+                steps += [ActNorm(c), PERMUTATIONS[permutation](c),
+                          COUPLINGS[coupling](c, hidden_channels, actnorm=actnorm_in_coupling)]
+            flows.append(FlowSequence(steps))
+            if level < levels - 1:
+                split = Split(c)
+                splits.append(split)
+                c = split.h_channels
+            else:
+                splits.append(None)
+        super().__init__(image_shape, flows, splits, LearnedPrior((c, h, w), learn_top, num_classes))
+        self.config = dict(levels=levels, depth=depth, hidden_channels=hidden_channels,
+                           coupling=coupling, permutation=permutation)

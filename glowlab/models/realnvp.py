@@ -1,0 +1,56 @@
+"""RealNVP (Dinh et al., 2017): checkerboard and channel-mask affine couplings, multiscale."""
+
+from __future__ import annotations
+
+from glowlab.flows import ActNorm, AffineCoupling, FlowSequence, LearnedPrior, Split, Squeeze
+from glowlab.models.base import MultiscaleFlow, check_divisible
+
+__all__ = ["RealNVP"]
+
+
+class RealNVP(MultiscaleFlow):
+    """RealNVP: each level but the last is 3 checkerboard couplings, a squeeze, 3 channel-mask
+    couplings and a split; the last level is 4 checkerboard couplings. Masks alternate parity.
+
+    Couplings use residual networks (``num_blocks`` blocks of ``hidden_channels``) and RealNVP's
+    ``log s = scale * tanh(.)``. Each coupling is preceded by an ActNorm, which stands in for the
+    paper's batch normalisation (same role, no batch dependence at test time).
+
+    Args:
+        image_shape: ``(C, H, W)``; H and W divisible by ``2**(levels - 1)``.
+        levels: number of scales (the paper uses 3 on CIFAR-10).
+        hidden_channels, num_blocks: the residual coupling networks (64 and 8 in the paper).
+        num_classes: > 0 makes the top prior class-conditional.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.
+    """
+
+    def __init__(self, image_shape=(3, 32, 32), levels: int = 3, hidden_channels: int = 64,
+                 num_blocks: int = 4, learn_top: bool = False, num_classes: int = 0):
+        if not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"levels must be a positive integer, got {levels!r}")
+        c, h, w = check_divisible(image_shape, levels - 1, f"RealNVP with levels={levels}")
+
+        def coupling(channels: int, mask: str, parity: int):
+            return [ActNorm(channels),
+                    AffineCoupling(channels, hidden_channels, mask=mask, parity=parity, net="resnet",
+                                   num_blocks=num_blocks, scale_fn="tanh")]
+
+        flows, splits = [], []
+        for level in range(levels):
+            if level == levels - 1:
+                steps = [f for p in (0, 1, 0, 1) for f in coupling(c, "checkerboard", p)]
+                flows.append(FlowSequence(steps))
+                splits.append(None)
+                break
+            steps = [f for p in (0, 1, 0) for f in coupling(c, "checkerboard", p)]
+            c, h, w = 4 * c, h // 2, w // 2
+            steps.append(Squeeze())
+            steps += [f for p in (0, 1, 0) for f in coupling(c, "channel", p)]
+            flows.append(FlowSequence(steps))
+            split = Split(c)
+            splits.append(split)
+            c = split.h_channels
+        super().__init__(image_shape, flows, splits, LearnedPrior((c, h, w), learn_top, num_classes))
+        self.config = dict(levels=levels, hidden_channels=hidden_channels, num_blocks=num_blocks)
