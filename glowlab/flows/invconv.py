@@ -85,7 +85,7 @@ class InvConv1x1(_CachedWeight):
 
     def __init__(self, num_channels: int):
         super().__init__(num_channels)
-        self.weight = nn.Parameter(random_orthogonal(num_channels).float())
+        self.weight = nn.Parameter(random_orthogonal(num_channels).to(torch.get_default_dtype()))
 
     def _weight_and_logabsdet(self):
         lad = torch.linalg.slogdet(self.weight.double()).logabsdet
@@ -103,15 +103,16 @@ class InvConv1x1LU(_CachedWeight):
     def __init__(self, num_channels: int):
         super().__init__(num_channels)
         c = num_channels
+        dt = torch.get_default_dtype()
         p, lower, upper = torch.linalg.lu(random_orthogonal(c))
         s = torch.diagonal(upper)
-        self.register_buffer("perm", p.float())
-        self.register_buffer("sign_s", torch.sign(s).float())
-        self.register_buffer("lower_mask", torch.tril(torch.ones(c, c), -1))
-        self.register_buffer("eye", torch.eye(c))
-        self.lower = nn.Parameter(torch.tril(lower, -1).float())
-        self.upper = nn.Parameter(torch.triu(upper, 1).float())
-        self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
+        self.register_buffer("perm", p.to(dt))
+        self.register_buffer("sign_s", torch.sign(s).to(dt))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(c, c, dtype=dt), -1))
+        self.register_buffer("eye", torch.eye(c, dtype=dt))
+        self.lower = nn.Parameter(torch.tril(lower, -1).to(dt))
+        self.upper = nn.Parameter(torch.triu(upper, 1).to(dt))
+        self.log_s = nn.Parameter(torch.log(torch.abs(s)).to(dt))
 
     def _weight_and_logabsdet(self):
         lower = self.lower * self.lower_mask + self.eye
