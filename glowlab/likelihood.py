@@ -30,7 +30,26 @@ import math
 
 import torch
 
-__all__ = ["reduce_bits", "dequantize", "bits_per_dim", "nats_to_bpd_offset", "to_image"]
+__all__ = ["reduce_bits", "dequantize", "hashed_uniform", "bits_per_dim", "nats_to_bpd_offset", "to_image"]
+
+_MASK64 = (1 << 64) - 1
+
+
+def _i64(c: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 torch stores."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _splitmix64(z: torch.Tensor) -> torch.Tensor:
+    z = z + _i64(0x9E3779B97F4A7C15)
+    z = (z ^ _shr(z, 30)) * _i64(0xBF58476D1CE4E5B9)
+    z = (z ^ _shr(z, 27)) * _i64(0x94D049BB133111EB)
+    return z ^ _shr(z, 31)
 
 
 def _check_n_bits(n_bits: int) -> None:
@@ -52,19 +71,40 @@ def reduce_bits(x_uint8: torch.Tensor, n_bits: int) -> torch.Tensor:
     return torch.div(x, 2 ** (8 - n_bits), rounding_mode="floor")
 
 
+def hashed_uniform(x_int: torch.Tensor, seed: int) -> torch.Tensor:
+    """Deterministic noise in [0, 1), a hash of ``(seed, image content, position)``.
+
+    ``x_int`` is ``[B, ...]`` integer images; the result has its shape, float32. An image gets the
+    same noise whatever batch, process or device it is evaluated in, so evaluation bits/dim does
+    not depend on the batch size or on how DDP shards the data (splitmix64 in int64 arithmetic).
+    """
+    flat = x_int.reshape(x_int.shape[0], -1).long()
+    d = flat.shape[1]
+    g = torch.Generator().manual_seed(int(seed) & 0x7FFFFFFFFFFFFFFF)
+    weights = torch.randint(-(1 << 62), 1 << 62, (d,), generator=g).to(flat.device)
+    image_key = _splitmix64((flat * weights).sum(1) + int(seed))
+    pos = torch.arange(d, device=flat.device) * _i64(0xD1B54A32D192ED03)
+    z = _splitmix64(_splitmix64(image_key[:, None] ^ pos[None, :]))
+    return (_shr(z, 40).float() / float(1 << 24)).reshape(x_int.shape)
+
+
 def dequantize(
     x_int: torch.Tensor,
     n_bits: int,
     noise: bool = True,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """Uniform dequantisation: ``x~ = x_int / 2**n - 0.5 + u / 2**n``, ``u ~ U(0,1)``.
 
     Args:
         x_int: integer pixels in ``[0, 2**n_bits)``, any shape.
         n_bits: bits per pixel, 1 to 8.
-        noise: if False, use ``u = 0.5`` (the bin centre), for deterministic evaluation.
+        noise: if False, use ``u = 0.5`` (the bin centre).
+        generator: RNG for ``u`` (its device may differ from ``x_int``'s).
+        seed: if given, ``u = hashed_uniform(x_int, seed)``: uniform-looking but a fixed function
+            of each image, for evaluation that is reproducible across batchings and processes.
     Returns:
         A float tensor of the same shape in ``[-0.5, 0.5)``.
     """
@@ -76,8 +116,11 @@ def dequantize(
             f"pixels must lie in [0, {n_bins}) for n_bits={n_bits}, got range "
             f"[{x.min().item():g}, {x.max().item():g}]; reduce 8-bit data with reduce_bits first"
         )
-    if noise:
-        u = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
+    if noise and seed is not None:
+        u = hashed_uniform(x_int, seed).to(dtype)
+    elif noise:
+        device = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape, generator=generator, dtype=dtype, device=device).to(x.device)
     else:
         u = torch.full_like(x, 0.5)
     return (x + u) / n_bins - 0.5

@@ -1,0 +1,28 @@
+"""Hydra entry points behind ``train.py``/``eval.py`` and the ``glowlab-*`` console scripts."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from glowlab.training.config import CONF_DIR
+
+__all__ = ["train_main", "eval_main"]
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def train_main(cfg: DictConfig) -> float | None:
+    """Train; return the metric named by ``optimized_metric`` (default ``val/bpd``) for sweepers."""
+    from glowlab.training.run import train
+
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric") or "val/bpd")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def eval_main(cfg: DictConfig) -> float | None:
+    """Evaluate a checkpoint; return its bits/dim on the chosen split."""
+    from glowlab.training.run import evaluate
+
+    metrics = evaluate(cfg)
+    return metrics.get(f"{cfg.get('split', 'test')}/bpd")

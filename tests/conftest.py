@@ -1,0 +1,138 @@
+"""Shared pytest options, fixtures and helpers.
+
+Sections are kept separate so that other parts of the test suite can add their own fixtures
+below without touching these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+
+# =============================================================================================
+# Core layer (glowlab.flows, glowlab.models, glowlab.likelihood): dtype option and numerics
+# =============================================================================================
+
+CORE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def pytest_addoption(parser):
+    """``--dtype``: the default torch dtype of the numeric tests (float64 unless told otherwise)."""
+    parser.addoption(
+        "--dtype",
+        action="store",
+        default="float64",
+        choices=sorted(CORE_DTYPES),
+        help="default torch dtype for the numeric tests of the flows, models and likelihood",
+    )
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Tolerances of the numeric checks for one dtype."""
+
+    round_trip_atol: float  # |inverse(forward(x)) - x|
+    logdet_rtol: float  # logdet against slogdet of the autograd Jacobian
+    logdet_atol: float  # for volume-preserving maps, whose logdet is 0
+
+
+CORE_TOLERANCES = {
+    torch.float64: Tolerances(round_trip_atol=1e-10, logdet_rtol=1e-8, logdet_atol=1e-10),
+    torch.float32: Tolerances(round_trip_atol=1e-4, logdet_rtol=1e-4, logdet_atol=1e-4),
+}
+
+
+@pytest.fixture
+def dtype(request) -> torch.dtype:
+    """The dtype chosen with ``--dtype`` (float64 by default)."""
+    return CORE_DTYPES[request.config.getoption("--dtype")]
+
+
+@pytest.fixture
+def default_dtype(dtype):
+    """Make ``dtype`` torch's default dtype for the test and restore the previous one afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield dtype
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def tol(dtype) -> Tolerances:
+    """Tolerances matching ``--dtype``."""
+    return CORE_TOLERANCES[dtype]
+
+
+@pytest.fixture
+def seeded():
+    """Seed torch's global RNG so every test is reproducible on its own (and under xdist)."""
+    torch.manual_seed(0)
+
+
+def perturb_parameters(module: nn.Module, scale: float = 0.1, seed: int = 1234) -> None:
+    """Add Gaussian noise of std ``scale`` to every parameter, moving zero-initialised layers
+    (coupling outputs, priors) away from the identity so numeric checks are not trivially exact."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            p.add_(scale * noise)
+
+
+def standard_normal_nll(y: torch.Tensor, logdet: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of a single flow under a standard-normal latent (training loss)."""
+    log_prior = -0.5 * (y.flatten(1) ** 2 + torch.log(torch.tensor(2 * torch.pi, dtype=y.dtype))).sum(1)
+    return -(log_prior + logdet).mean()
+
+
+def adam_steps(params, loss_fn: Callable[[], torch.Tensor], steps: int = 3, lr: float = 1e-2) -> None:
+    """Run a few Adam steps on ``loss_fn()`` (no-op for a parameterless module)."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        assert torch.isfinite(loss), f"training loss is not finite: {loss}"
+        loss.backward()
+        opt.step()
+
+
+def jacobian_logdet(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
+    """``log|det|`` of the Jacobian of the flattened per-sample map ``x[i] -> fn(x)[i]``.
+
+    ``fn`` maps the batch ``x`` to a ``[B, ...]`` tensor. Returns ``(logabsdet [B], cross)`` where
+    ``cross`` is the largest entry of the Jacobian between *different* samples (it must be 0:
+    samples are transformed independently).
+    """
+    batch = x.shape[0]
+
+    def flat_fn(flat_x: torch.Tensor) -> torch.Tensor:
+        return fn(flat_x.view_as(x)).reshape(batch, -1)
+
+    jac = torch.autograd.functional.jacobian(flat_fn, x.reshape(batch, -1), vectorize=True)
+    blocks = torch.stack([jac[i, :, i, :] for i in range(batch)])
+    eye = torch.eye(batch, dtype=torch.bool)
+    cross = jac.permute(0, 2, 1, 3)[~eye].abs().max() if batch > 1 else jac.new_zeros(())
+    return torch.linalg.slogdet(blocks).logabsdet, cross
+
+
+@pytest.fixture
+def core_helpers():
+    """The helper functions above, for test modules that cannot import ``conftest`` directly."""
+    return CoreHelpers
+
+
+class CoreHelpers:
+    perturb_parameters = staticmethod(perturb_parameters)
+    standard_normal_nll = staticmethod(standard_normal_nll)
+    adam_steps = staticmethod(adam_steps)
+    jacobian_logdet = staticmethod(jacobian_logdet)
