@@ -51,6 +51,26 @@ class MultiscaleFlow(nn.Module):
         self.num_classes = top_prior.num_classes
 
     @property
+    def memory_saving(self) -> str:
+        """How the levels trade compute for activation memory in training: ``"none"``,
+        ``"checkpoint"`` or ``"reversible"`` (see :mod:`glowlab.flows.reversible`). Assignable."""
+        modes = {getattr(level, "memory_saving", "none") for level in self.levels}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    @memory_saving.setter
+    def memory_saving(self, mode: str) -> None:
+        from glowlab.flows.reversible import MemorySavingSequence, check_memory_saving
+
+        check_memory_saving(mode)
+        for level in self.levels:
+            if isinstance(level, MemorySavingSequence):
+                level.memory_saving = mode
+            elif mode != "none":
+                raise ValueError(f"{type(self).__name__} does not support memory_saving={mode!r}")
+        if hasattr(self, "config") and "memory_saving" in self.config:
+            self.config["memory_saving"] = mode
+
+    @property
     def num_dims(self) -> int:
         """D = C * H * W of one image."""
         c, h, w = self.image_shape

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from glowlab.flows import (ActNorm, AdditiveCoupling, AffineCoupling, FlowSequence, InvConv1x1,
-                           InvConv1x1LU, LearnedPrior, Reverse, Shuffle, Split, Squeeze)
+from glowlab.flows import (ActNorm, AdditiveCoupling, AffineCoupling, InvConv1x1, InvConv1x1LU,
+                           LearnedPrior, Reverse, Shuffle, Split, Squeeze)
+from glowlab.flows.reversible import MemorySavingSequence, check_memory_saving
 from glowlab.models.base import MultiscaleFlow, check_divisible
 
 __all__ = ["Glow"]
@@ -25,6 +26,10 @@ class Glow(MultiscaleFlow):
         learn_top: learned mean/log-std of the top prior (else N(0, I)).
         num_classes: > 0 makes the top prior class-conditional; pass labels as ``cond``.
         actnorm_in_coupling: ActNorm inside the coupling networks, as in the paper's code.
+        memory_saving: ``"none"`` (plain autograd), ``"checkpoint"`` (``torch.utils.checkpoint``
+            per flow step) or ``"reversible"`` (no stored activations: each step's input is
+            reconstructed by its inverse in the backward pass). Both saving modes cost about one
+            extra forward pass and give the same gradients; see :mod:`glowlab.flows.reversible`.
 
     Example:
         >>> import torch
@@ -39,7 +44,8 @@ class Glow(MultiscaleFlow):
 
     def __init__(self, image_shape=(3, 32, 32), levels: int = 3, depth: int = 32,
                  hidden_channels: int = 512, coupling: str = "affine", permutation: str = "lu",
-                 learn_top: bool = True, num_classes: int = 0, actnorm_in_coupling: bool = True):
+                 learn_top: bool = True, num_classes: int = 0, actnorm_in_coupling: bool = True,
+                 memory_saving: str = "none"):
         if not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive integer, got {levels!r}")
         if not isinstance(depth, int) or depth < 1:
@@ -48,6 +54,7 @@ class Glow(MultiscaleFlow):
             raise ValueError(f"coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if permutation not in PERMUTATIONS:
             raise ValueError(f"permutation must be one of {sorted(PERMUTATIONS)}, got {permutation!r}")
+        check_memory_saving(memory_saving)
         c, h, w = check_divisible(image_shape, levels, f"Glow with levels={levels}")
         flows, splits = [], []
         for level in range(levels):
@@ -56,7 +63,7 @@ class Glow(MultiscaleFlow):
             for _ in range(depth):
                 steps += [ActNorm(c), PERMUTATIONS[permutation](c),
                           COUPLINGS[coupling](c, hidden_channels, actnorm=actnorm_in_coupling)]
-            flows.append(FlowSequence(steps))
+            flows.append(MemorySavingSequence(steps, memory_saving, segments=[1] + [3] * depth))
             if level < levels - 1:
                 split = Split(c)
                 splits.append(split)
@@ -65,4 +72,4 @@ class Glow(MultiscaleFlow):
                 splits.append(None)
         super().__init__(image_shape, flows, splits, LearnedPrior((c, h, w), learn_top, num_classes))
         self.config = dict(levels=levels, depth=depth, hidden_channels=hidden_channels,
-                           coupling=coupling, permutation=permutation)
+                           coupling=coupling, permutation=permutation, memory_saving=memory_saving)

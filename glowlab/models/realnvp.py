@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from glowlab.flows import ActNorm, AffineCoupling, FlowSequence, LearnedPrior, Split, Squeeze
+from glowlab.flows import ActNorm, AffineCoupling, LearnedPrior, Split, Squeeze
+from glowlab.flows.reversible import MemorySavingSequence, check_memory_saving
 from glowlab.models.base import MultiscaleFlow, check_divisible
 
 __all__ = ["RealNVP"]
@@ -21,16 +22,24 @@ class RealNVP(MultiscaleFlow):
         levels: number of scales (the paper uses 3 on CIFAR-10).
         hidden_channels, num_blocks: the residual coupling networks (64 and 8 in the paper).
         num_classes: > 0 makes the top prior class-conditional.
+        memory_saving: ``"none"``, ``"checkpoint"`` or ``"reversible"``, as for
+            :class:`~glowlab.models.Glow` (see :mod:`glowlab.flows.reversible`).
 
     References:
         Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.
     """
 
     def __init__(self, image_shape=(3, 32, 32), levels: int = 3, hidden_channels: int = 64,
-                 num_blocks: int = 4, learn_top: bool = False, num_classes: int = 0):
+                 num_blocks: int = 4, learn_top: bool = False, num_classes: int = 0,
+                 memory_saving: str = "none"):
         if not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive integer, got {levels!r}")
+        check_memory_saving(memory_saving)
         c, h, w = check_divisible(image_shape, levels - 1, f"RealNVP with levels={levels}")
+
+        def sequence(steps):  # checkpoint segments: (actnorm, coupling) pairs and the squeeze
+            segments = [1 if len(list(f.parameters())) == 0 else 2 for f in steps if not isinstance(f, ActNorm)]
+            return MemorySavingSequence(steps, memory_saving, segments)
 
         def coupling(channels: int, mask: str, parity: int):
             return [ActNorm(channels),
@@ -41,16 +50,17 @@ class RealNVP(MultiscaleFlow):
         for level in range(levels):
             if level == levels - 1:
                 steps = [f for p in (0, 1, 0, 1) for f in coupling(c, "checkerboard", p)]
-                flows.append(FlowSequence(steps))
+                flows.append(sequence(steps))
                 splits.append(None)
                 break
             steps = [f for p in (0, 1, 0) for f in coupling(c, "checkerboard", p)]
             c, h, w = 4 * c, h // 2, w // 2
             steps.append(Squeeze())
             steps += [f for p in (0, 1, 0) for f in coupling(c, "channel", p)]
-            flows.append(FlowSequence(steps))
+            flows.append(sequence(steps))
             split = Split(c)
             splits.append(split)
             c = split.h_channels
         super().__init__(image_shape, flows, splits, LearnedPrior((c, h, w), learn_top, num_classes))
-        self.config = dict(levels=levels, hidden_channels=hidden_channels, num_blocks=num_blocks)
+        self.config = dict(levels=levels, hidden_channels=hidden_channels, num_blocks=num_blocks,
+                           memory_saving=memory_saving)

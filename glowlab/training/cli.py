@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -20,9 +22,20 @@ def train_main(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-def eval_main(cfg: DictConfig) -> float | None:
-    """Evaluate a checkpoint; return its bits/dim on the chosen split."""
+def _eval_hydra(cfg: DictConfig) -> float | None:
     from glowlab.training.run import evaluate
 
     metrics = evaluate(cfg)
     return metrics.get(f"{cfg.get('split', 'test')}/bpd")
+
+
+def allow_data_overrides(argv: list[str]) -> list[str]:
+    """``data.KEY=VALUE`` -> ``++data.KEY=VALUE``: the data config comes from the checkpoint, so
+    eval.yaml cannot declare its keys, and Hydra would otherwise reject them as unknown."""
+    return [f"++{a}" if a.startswith("data.") else a for a in argv]
+
+
+def eval_main() -> float | None:
+    """Evaluate a checkpoint; return its bits/dim on the chosen split."""
+    sys.argv[1:] = allow_data_overrides(sys.argv[1:])
+    return _eval_hydra()

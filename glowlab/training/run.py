@@ -71,7 +71,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     datamodule = build_datamodule(cfg.data, model_config["image_shape"])
     module = FlowModule(model_config=model_config, n_bits=datamodule.n_bits,
-                        data_config=OmegaConf.to_container(cfg.data, resolve=True), **cfg.get("module", {}))
+                        data_config=OmegaConf.to_container(cfg.data, resolve=True),
+                        **OmegaConf.to_container(cfg.get("module") or OmegaConf.create({}), resolve=True))
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -81,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = _scalars(trainer.callback_metrics)
         if cfg.get("test", True):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(_scalars(trainer.callback_metrics))
         if trainer.checkpoint_callback is not None:
             metrics["best/val_bpd"] = float(trainer.checkpoint_callback.best_model_score or float("nan"))
@@ -103,7 +104,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     hp = ckpt["hyper_parameters"]
     data_config = OmegaConf.merge(OmegaConf.create(hp["data_config"]), cfg.get("data") or {})
     datamodule = build_datamodule(data_config, hp["model_config"]["image_shape"])
-    module = FlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    module = FlowModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu")
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")))
     split = cfg.get("split", "test")
     if split == "test":

@@ -1,0 +1,289 @@
+"""Throughput and memory benchmark of glowlab's Glow (and of a plain PyTorch Glow for comparison).
+
+Usage::
+
+    python scripts/bench.py --config small|cifar|mnist [--device cpu|cuda]
+        [--precision 32|bf16-mixed|16-mixed] [--memory-saving none|checkpoint|reversible[,...]]
+        [--baseline] [--compile] [--json out.json]
+
+For each configuration and memory-saving mode it measures, in a fresh subprocess (so that the
+peak memory of one measurement does not leak into the next):
+
+* ``train``: training throughput in images/s: ``-log_prob(x).mean()``, backward and an Adam
+  step, the median of ``--steps`` (>= 10) steps after ``--warmup`` steps (the first of which
+  initialises ActNorm);
+* ``sample``: sampling throughput in images/s, 64 samples at temperature 0.7 (median of
+  ``--sample-reps`` draws, eval mode, no grad);
+* ``log_prob``: evaluation throughput in images/s (eval mode, no grad, batch of the config);
+* ``peak_mem``: peak memory of the training phase: the process's peak RSS on the CPU (it
+  includes the Python interpreter and torch, about 0.3 GB), ``torch.cuda.max_memory_allocated``
+  on a GPU. ``base_mem`` is the RSS (or allocated memory) once model and data exist, before the
+  first step, so ``peak_mem - base_mem`` is what training adds (activations, gradients, Adam).
+
+``--baseline`` also runs ``scripts/plain_glow.py``, a deliberately plain PyTorch Glow of the same
+architecture, and prints the speedups. Timings on a shared machine are noisy: check ``uptime``,
+and repeat with more ``--steps`` if the load is high.
+
+Configs (all Glow, affine coupling, LU 1x1 conv):
+
+* ``small``: 3x32x32, levels 3, depth 8, hidden 128, batch 32;
+* ``cifar``: 3x32x32, levels 3, depth 32, hidden 512, batch 16 on the CPU and 64 on a GPU;
+* ``mnist``: 1x28x28, levels 2, depth 16, hidden 128, batch 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+CONFIGS = {
+    "small": dict(image_shape=(3, 32, 32), levels=3, depth=8, hidden_channels=128, batch={"cpu": 32, "cuda": 32}),
+    "cifar": dict(image_shape=(3, 32, 32), levels=3, depth=32, hidden_channels=512, batch={"cpu": 16, "cuda": 64}),
+    "mnist": dict(image_shape=(1, 28, 28), levels=2, depth=16, hidden_channels=128, batch={"cpu": 64, "cuda": 64}),
+}
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+MODES = ("none", "checkpoint", "reversible")
+SAMPLES, TEMPERATURE = 64, 0.7
+
+
+# -- the measurement (runs in a worker subprocess) ------------------------------------------------
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _median_time(fn, reps: int, device: str) -> float:
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    """Current resident set size (Linux /proc; falls back to the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return _peak_rss_bytes()
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def build_model(spec: dict):
+    cfg = CONFIGS[spec["config"]]
+    kw = dict(levels=cfg["levels"], depth=cfg["depth"], hidden_channels=cfg["hidden_channels"])
+    if spec["impl"] == "plain":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from plain_glow import PlainGlow
+
+        return PlainGlow(cfg["image_shape"], **kw)
+    from glowlab.models import Glow
+
+    return Glow(cfg["image_shape"], coupling="affine", permutation="lu", memory_saving=spec["memory_saving"], **kw)
+
+
+def measure(spec: dict) -> dict:
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    torch.manual_seed(0)
+    cfg = CONFIGS[spec["config"]]
+    batch = spec.get("batch") or cfg["batch"][device]
+    model = build_model(spec).to(device)
+    if spec.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(batch, *cfg["image_shape"], generator=gen) - 0.5).to(device)
+    precision = spec["precision"]
+    amp_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    autocast = (lambda: torch.autocast(device, dtype=amp_dtype)) if amp_dtype else nullcontext
+    scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
+    log_prob = model.log_prob
+    if spec.get("compile"):
+        log_prob = torch.compile(model.log_prob)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            loss = -log_prob(x).mean()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        return loss
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+    else:
+        base_mem = _rss_bytes()
+    model.train()
+    for _ in range(spec["warmup"]):
+        train_step()
+    train_s = _median_time(train_step, spec["steps"], device)
+    loss = float(train_step())
+    peak_mem = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss_bytes()
+
+    model.eval()
+    with torch.no_grad():
+        def evaluate():
+            with autocast():
+                return log_prob(x)
+
+        evaluate()
+        lp_s = _median_time(evaluate, spec["eval_reps"], device)
+
+        def sample():
+            with autocast():
+                return model.sample(SAMPLES, TEMPERATURE)
+
+        s = sample()
+        sample_finite = bool(torch.isfinite(s).all())
+        sample_s = _median_time(sample, spec["sample_reps"], device)
+    return dict(
+        config=spec["config"], impl=spec["impl"], memory_saving=spec["memory_saving"], device=device,
+        precision=precision, batch=batch, compile=bool(spec.get("compile")),
+        train_img_s=batch / train_s, sample_img_s=SAMPLES / sample_s, log_prob_img_s=batch / lp_s,
+        peak_mem_gb=peak_mem / 2**30, base_mem_gb=base_mem / 2**30, final_loss=loss,
+        sample_finite=sample_finite, train_steps=spec["steps"],
+        params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+
+
+# -- the driver -------------------------------------------------------------------------------------
+def run_worker(spec: dict) -> dict:
+    """Run one measurement in a fresh interpreter and return its result."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed for {spec}:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _table(rows: list[dict]) -> str:
+    head = ["config", "impl", "memory_saving", "precision", "batch", "train img/s", "sample img/s",
+            "log_prob img/s", "peak mem GB", "train adds GB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        impl = r["impl"] + (" +compile" if r.get("compile") else "")
+        lines.append("| " + " | ".join([
+            r["config"], impl, r["memory_saving"] if r["impl"] != "plain" else "-", r["precision"], str(r["batch"]),
+            f"{r['train_img_s']:.1f}", f"{r['sample_img_s']:.1f}", f"{r['log_prob_img_s']:.1f}",
+            f"{r['peak_mem_gb']:.2f}", f"{r['peak_mem_gb'] - r['base_mem_gb']:.2f}",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="small", help="small, cifar or mnist (comma-separated for several)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="32", choices=PRECISIONS)
+    p.add_argument("--memory-saving", default="none",
+                   help="none, checkpoint or reversible (comma-separated for several)")
+    p.add_argument("--baseline", action="store_true", help="also measure the plain PyTorch Glow (scripts/plain_glow.py)")
+    p.add_argument("--compile", action="store_true", help="torch.compile(model.log_prob) (glowlab only)")
+    p.add_argument("--batch", type=int, default=None, help="override the config's batch size")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps (the median is reported; >= 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (ActNorm init, allocator)")
+    p.add_argument("--sample-reps", type=int, default=None, help="timed sampling runs (default 5; 3 for cifar on the CPU)")
+    p.add_argument("--eval-reps", type=int, default=5, help="timed log_prob evaluations")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
+    p.add_argument("--channels-last", action="store_true", help="model.to(memory_format=channels_last)")
+    p.add_argument("--json", default=None, help="write the results (and the machine) to this JSON file")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(measure(json.loads(args.worker))))
+        return []
+    if args.steps < 10:
+        p.error("--steps must be at least 10 (the reported figure is a median)")
+    configs = args.config.split(",")
+    modes = args.memory_saving.split(",")
+    for c in configs:
+        if c not in CONFIGS:
+            p.error(f"unknown config {c!r}; choose from {sorted(CONFIGS)}")
+    for m in modes:
+        if m not in MODES:
+            p.error(f"unknown memory saving mode {m!r}; choose from {MODES}")
+
+    import torch
+
+    rows = []
+    for config in configs:
+        specs = []
+        if args.baseline:
+            specs.append(dict(impl="plain", memory_saving="none"))
+        specs += [dict(impl="glowlab", memory_saving=m) for m in modes]
+        for s in specs:
+            s.update(config=config, device=args.device, precision=args.precision, steps=args.steps,
+                     warmup=args.warmup, eval_reps=args.eval_reps, threads=args.threads, batch=args.batch,
+                     sample_reps=args.sample_reps or (3 if config == "cifar" and args.device == "cpu" else 5),
+                     compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last)
+            t0 = time.time()
+            r = run_worker(s)
+            r["wall_s"] = time.time() - t0
+            print(f"  {config:6s} {r['impl']:8s} {r['memory_saving']:10s} train {r['train_img_s']:8.1f} img/s  "
+                  f"sample {r['sample_img_s']:8.1f} img/s  log_prob {r['log_prob_img_s']:8.1f} img/s  "
+                  f"peak {r['peak_mem_gb']:.2f} GB  ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+            rows.append(r)
+    print(_table(rows))
+    speedups = []
+    for config in configs:
+        base = next((r for r in rows if r["config"] == config and r["impl"] == "plain"), None)
+        ref_none = next((r for r in rows if r["config"] == config and r["impl"] == "glowlab"
+                         and r["memory_saving"] == "none"), None)
+        for r in rows:
+            if r["config"] != config or r["impl"] == "plain":
+                continue
+            if base:
+                speedups.append(f"{config} {r['memory_saving']}: train x{r['train_img_s'] / base['train_img_s']:.2f}, "
+                                f"sample x{r['sample_img_s'] / base['sample_img_s']:.2f}, "
+                                f"log_prob x{r['log_prob_img_s'] / base['log_prob_img_s']:.2f} vs plain")
+            if ref_none and r is not ref_none:
+                speedups.append(f"{config} {r['memory_saving']}: peak memory {r['peak_mem_gb'] / ref_none['peak_mem_gb']:.2f}"
+                                f" of none (training adds {(r['peak_mem_gb'] - r['base_mem_gb']) / max(ref_none['peak_mem_gb'] - ref_none['base_mem_gb'], 1e-9):.2f} of none's)")
+    if speedups:
+        print("\n" + "\n".join(speedups))
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+                   torch=torch.__version__, threads=args.threads or torch.get_num_threads(), load_avg=load,
+                   gpu=torch.cuda.get_device_name(0) if args.device == "cuda" and torch.cuda.is_available() else None,
+                   date=time.strftime("%Y-%m-%d %H:%M:%S"), command=" ".join(["python", "scripts/bench.py", *(argv or sys.argv[1:])]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=machine, results=rows), indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""memory_saving="none" | "checkpoint" | "reversible": same values, same gradients, less memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glowlab.flows import ActNorm, AffineCoupling, InvConv1x1LU, Squeeze
+from glowlab.flows.reversible import MemorySavingSequence, reversible_forward
+from glowlab.models import Glow, RealNVP
+
+MODES = ("none", "checkpoint", "reversible")
+# relative error ||g - g_none|| / ||g_none|| allowed per gradient tensor
+GRAD_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+MODELS = {
+    "glow-affine": lambda ms: Glow((3, 8, 8), levels=2, depth=3, hidden_channels=16, memory_saving=ms),
+    "glow-additive-invconv": lambda ms: Glow((3, 8, 8), levels=2, depth=2, hidden_channels=16,
+                                             coupling="additive", permutation="invconv", memory_saving=ms),
+    "realnvp": lambda ms: RealNVP((3, 8, 8), levels=2, hidden_channels=8, num_blocks=1, memory_saving=ms),
+}
+
+
+@pytest.fixture(params=[torch.float64, torch.float32], ids=["float64", "float32"])
+def any_dtype(request):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(request.param)
+    try:
+        yield request.param
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _perturb(module, scale=0.02, seed=1234):
+    # small enough that the perturbed models stay well conditioned (log p ~ -40 nats), large enough
+    # that every zero-initialised layer is far from the identity
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
+
+
+def _initialised_model(name):
+    torch.manual_seed(0)
+    model = MODELS[name]("none")
+    x = torch.rand(6, 3, 8, 8) - 0.5
+    model.log_prob(x)  # ActNorm data-dependent initialisation
+    _perturb(model)
+    return model, torch.rand(4, 3, 8, 8) - 0.5
+
+
+def _log_prob_and_grads(model, x):
+    x = x.clone().requires_grad_(True)
+    lp = model.log_prob(x)
+    params = [p for p in model.parameters()]
+    grads = torch.autograd.grad((lp * torch.linspace(0.5, 1.5, len(lp))).sum(), [x, *params])
+    return lp.detach(), grads
+
+
+def _rel_err(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(torch.finfo(b.dtype).tiny)).item()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gradients_agree_across_modes(name, any_dtype):
+    model, x = _initialised_model(name)
+    lp_ref, g_ref = _log_prob_and_grads(model, x)
+    assert torch.isfinite(lp_ref).all()
+    assert all(g.abs().sum() > 0 for g in g_ref), "every parameter and the input should get a gradient"
+    for mode in ("checkpoint", "reversible"):
+        model.memory_saving = mode
+        assert model.memory_saving == mode
+        lp, grads = _log_prob_and_grads(model, x)
+        torch.testing.assert_close(lp, lp_ref, rtol=GRAD_RTOL[any_dtype], atol=0)
+        names = ["x"] + [n for n, _ in model.named_parameters()]
+        errs = {n: _rel_err(g, r) for n, g, r in zip(names, grads, g_ref)}
+        worst = max(errs, key=errs.get)
+        assert errs[worst] < GRAD_RTOL[any_dtype], f"{mode}: gradient of {worst} off by {errs[worst]:.2e}"
+
+
+def test_constructor_argument_and_validation():
+    model = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8, memory_saving="reversible")
+    assert model.memory_saving == "reversible"
+    assert model.config["memory_saving"] == "reversible"
+    with pytest.raises(ValueError, match="memory_saving"):
+        Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8, memory_saving="revnet")
+    with pytest.raises(ValueError, match="memory_saving"):
+        model.memory_saving = "bogus"
+
+
+def test_state_dict_is_shared_across_modes():
+    torch.manual_seed(0)
+    a = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8, memory_saving="none")
+    b = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8, memory_saving="reversible")
+    assert a.state_dict().keys() == b.state_dict().keys()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(3, 3, 8, 8) - 0.5
+    a.eval(), b.eval()
+    torch.testing.assert_close(a.log_prob(x), b.log_prob(x))
+
+
+def test_actnorm_initialisation_runs_plain_path():
+    """The first batch initialises every ActNorm exactly as the plain model does."""
+    torch.manual_seed(0)
+    ref = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8)
+    rev = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8, memory_saving="reversible")
+    rev.load_state_dict(ref.state_dict())
+    x = torch.rand(5, 3, 8, 8) - 0.5
+    lp_ref, lp_rev = ref.log_prob(x), rev.log_prob(x)
+    torch.testing.assert_close(lp_rev, lp_ref)
+    for (n, p), (_, q) in zip(ref.state_dict().items(), rev.state_dict().items()):
+        torch.testing.assert_close(q, p, msg=n)
+    assert all(m.is_initialized() for m in rev.modules() if isinstance(m, ActNorm))
+    lp_rev.mean().backward()  # the initialising pass is an ordinary autograd pass
+    assert all(p.grad is not None for p in rev.parameters())
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "reversible"])
+def test_eval_and_no_grad_use_plain_path(mode):
+    model, x = _initialised_model("glow-affine")
+    model.eval()
+    with torch.no_grad():
+        ref = model.log_prob(x)
+        model.memory_saving = mode
+        out = model.log_prob(x)
+        assert not out.requires_grad
+        samples = model.sample(3, temperature=0.7)
+    torch.testing.assert_close(out, ref)
+    assert samples.shape == (3, 3, 8, 8) and torch.isfinite(samples).all()
+    # eval mode with grad enabled (e.g. input gradients of a trained model) still works
+    model.memory_saving = "none"
+    lp_ref, g_ref = _log_prob_and_grads(model, x)
+    model.memory_saving = mode
+    lp, grads = _log_prob_and_grads(model, x)
+    torch.testing.assert_close(lp, lp_ref)
+    assert max(_rel_err(g, r) for g, r in zip(grads, g_ref)) < 1e-5
+
+
+def test_training_trajectories_match():
+    """A few Adam steps give the same parameters whatever the mode."""
+    finals = {}
+    for mode in MODES:
+        torch.manual_seed(0)
+        model = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8, memory_saving=mode)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.rand(4, 3, 8, 8, generator=gen) - 0.5
+            opt.zero_grad()
+            loss = -model.log_prob(x).mean()
+            loss.backward()
+            opt.step()
+        finals[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    for mode in ("checkpoint", "reversible"):
+        torch.testing.assert_close(finals[mode], finals["none"], rtol=1e-4, atol=1e-5)
+
+
+def test_conditional_flows_and_cond_gradient(any_dtype):
+    """reversible_forward passes cond to every flow and returns its gradient."""
+    torch.manual_seed(0)
+    flows = [ActNorm(4), InvConv1x1LU(4), AffineCoupling(4, 8, cond_channels=3),
+             AffineCoupling(4, 8, cond_channels=3, mask="checkerboard", parity=1)]
+    seq = MemorySavingSequence(flows, "none")
+    x, cond = torch.randn(3, 4, 4, 4), torch.randn(3, 3)
+    seq(x, cond)
+    _perturb(seq, 0.1)
+    results = {}
+    for mode in MODES:
+        seq.memory_saving = mode
+        xx, cc = x.clone().requires_grad_(), cond.clone().requires_grad_()
+        y, ld = seq(xx, cc)
+        loss = (y.square() * torch.linspace(0, 1, 4).view(1, 4, 1, 1)).sum() - 2 * ld.sum()
+        results[mode] = torch.autograd.grad(loss, [xx, cc, *seq.parameters()])
+    for mode in ("checkpoint", "reversible"):
+        for g, r in zip(results[mode], results["none"]):
+            assert _rel_err(g, r) < GRAD_RTOL[any_dtype]
+
+
+def test_logdet_only_and_output_only_losses():
+    """Gradients are right when only one of (y, logdet) enters the loss."""
+    torch.manual_seed(0)
+    flows = [Squeeze(), ActNorm(8), InvConv1x1LU(8), AffineCoupling(8, 8)]
+    seq = MemorySavingSequence(flows, "none").double()
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    seq(x)
+    _perturb(seq, 0.1)
+    params = list(seq.parameters())
+    for pick in (0, 1):
+        ref = torch.autograd.grad(seq(x)[pick].sum(), params, allow_unused=True, materialize_grads=True)
+        out = reversible_forward(seq.flows, x)[pick]
+        got = torch.autograd.grad(out.sum(), params, allow_unused=True, materialize_grads=True)
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def _saved_bytes(model, x) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward pass of ``log_prob``."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = -model.log_prob(x).mean()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    del loss
+    return sum(n for ptr, n in storages.items() if ptr not in params)
+
+
+def test_reversible_activation_memory_does_not_grow_with_depth():
+    x = torch.rand(4, 3, 16, 16) - 0.5
+    saved = {}
+    for mode in MODES:
+        for depth in (2, 8):
+            torch.manual_seed(0)
+            model = Glow((3, 16, 16), levels=2, depth=depth, hidden_channels=32, memory_saving=mode)
+            model.log_prob(x)  # initialise ActNorm
+            saved[mode, depth] = _saved_bytes(model, x)
+    assert saved["none", 8] > 3 * saved["none", 2]
+    assert saved["checkpoint", 8] < saved["none", 8] / 3
+    assert saved["reversible", 8] == saved["reversible", 2]  # only level outputs and priors
+    assert saved["reversible", 8] < saved["none", 8] / 10
+
+
+def test_reversible_under_bf16_autocast():
+    model, x = _initialised_model("glow-affine")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp_ref, g_ref = _log_prob_and_grads(model, x)
+        model.memory_saving = "reversible"
+        lp, grads = _log_prob_and_grads(model, x)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, lp_ref)
+    assert max(_rel_err(g, r) for g, r in zip(grads, g_ref)) < 1e-2

@@ -1,0 +1,270 @@
+"""Glow, RealNVP and NICE at tiny sizes: the model contract (round trip, logdet, gradients, state
+dict, train/eval agreement, latent shapes) and sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+
+from glowlab.flows import ActNorm
+from glowlab.models import NICE, Glow, RealNVP
+
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+
+BATCH = 3
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    build: Callable[[], torch.nn.Module]
+    image_shape: tuple[int, int, int]
+    num_classes: int = 0
+
+
+def _glow(coupling="affine", permutation="lu", image_shape=(1, 4, 4), **kw):
+    def build():
+        return Glow(image_shape=image_shape, levels=2, depth=2, hidden_channels=6,
+                    coupling=coupling, permutation=permutation, **kw)
+    return ModelCase(build, image_shape, kw.get("num_classes", 0))
+
+
+MODELS = {
+    **{f"glow_{c}_{p}": _glow(c, p) for c in ("affine", "additive") for p in ("lu", "invconv", "reverse", "shuffle")},
+    "glow_rgb": _glow(image_shape=(3, 4, 4), permutation="invconv"),
+    "glow_plain_nets_fixed_top": _glow(actnorm_in_coupling=False, learn_top=False),
+    "glow_class_conditional": _glow(num_classes=3),
+    "realnvp": ModelCase(lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1), (1, 4, 4)),
+    "realnvp_rgb_one_level": ModelCase(
+        lambda: RealNVP(image_shape=(3, 2, 2), levels=1, hidden_channels=4, num_blocks=1, learn_top=True), (3, 2, 2)),
+    "realnvp_class_conditional": ModelCase(
+        lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1, num_classes=2), (1, 4, 4), 2),
+    "nice": ModelCase(lambda: NICE(image_shape=(1, 4, 4), num_couplings=4, hidden_features=8, hidden_layers=2), (1, 4, 4)),
+    "nice_gaussian_class_conditional": ModelCase(
+        lambda: NICE(image_shape=(2, 2, 2), num_couplings=3, hidden_features=8, hidden_layers=1, prior="gaussian",
+                     num_classes=2), (2, 2, 2), 2),
+}
+
+model_names = pytest.mark.parametrize("name", list(MODELS))
+
+
+def make(name: str, seed: int = 0, batch: int = BATCH):
+    """Build model ``name`` (RNG seeded with ``seed``), a batch in model space and its labels (or None)."""
+    case = MODELS[name]
+    torch.manual_seed(seed)
+    model = case.build()
+    x = torch.rand(batch, *case.image_shape) - 0.5
+    labels = torch.arange(batch) % case.num_classes if case.num_classes else None
+    return model, x, labels
+
+
+def prepared(name: str, core_helpers):
+    """Model after ActNorm init (one training-mode forward pass) with every parameter perturbed."""
+    model, x, labels = make(name)
+    init_batch, init_labels = make(name, seed=2, batch=16)[1:]  # enough data for sensible ActNorm statistics
+    with torch.no_grad():
+        model.train()(init_batch, init_labels)
+    core_helpers.perturb_parameters(model, scale=0.05)
+    return model, x, labels
+
+
+def flat_latent(zs) -> torch.Tensor:
+    return torch.cat([z.flatten(1) for z in zs], dim=1)
+
+
+def train(model, x, labels, core_helpers, steps=3):
+    core_helpers.adam_steps(model.parameters(), lambda: -model.log_prob(x, labels).mean(), steps=steps)
+
+
+@model_names
+@pytest.mark.parametrize("stage", ["random_init", "actnorm_init", "perturbed", "trained"])
+def test_round_trip(name, stage, core_helpers, tol):
+    """inverse(forward(x)) == x at random init, after ActNorm init, perturbed and after Adam steps on
+    -log_prob, in training and eval mode."""
+    model, x, labels = make(name)
+    if stage == "random_init":
+        model.eval()
+    elif stage == "perturbed":
+        model, x, labels = prepared(name, core_helpers)
+    elif stage in ("actnorm_init", "trained"):
+        with torch.no_grad():
+            model.train()(x, labels)
+    if stage == "trained":
+        train(model, x, labels, core_helpers)
+    with torch.no_grad():
+        for mode in (model.training, False):
+            zs, logdet = model.train(mode)(x, labels)
+            assert logdet.shape == (BATCH,)
+            torch.testing.assert_close(model.inverse(zs, labels), x, rtol=0, atol=tol.round_trip_atol)
+
+
+@model_names
+def test_logdet_matches_autograd_jacobian(name, core_helpers, tol):
+    """The model's logdet equals slogdet of the Jacobian of x -> concatenated latents, per image."""
+    model, x, labels = prepared(name, core_helpers)
+    model.eval()
+    with torch.no_grad():
+        _, logdet = model(x, labels)
+    expected, cross = core_helpers.jacobian_logdet(lambda v: flat_latent(model(v, labels)[0]), x)
+    assert logdet.abs().min() > 1e-3 or name.startswith(("glow_additive", "nice"))
+    torch.testing.assert_close(logdet, expected, rtol=tol.logdet_rtol, atol=tol.logdet_atol)
+    assert cross == 0
+
+
+@model_names
+def test_latents_partition_the_dimensions(name):
+    """forward returns one latent per level, together holding exactly D = C*H*W values per image;
+    log_prob is [B], finite, in float32 or wider."""
+    model, x, labels = make(name)
+    zs, logdet = model(x, labels)
+    assert len(zs) == len(model.levels)
+    assert flat_latent(zs).shape == (BATCH, model.num_dims) and model.num_dims == x[0].numel()
+    log_prob = model.log_prob(x, labels)
+    assert log_prob.shape == (BATCH,) and torch.isfinite(log_prob).all()
+    assert log_prob.dtype == torch.promote_types(x.dtype, torch.float32)
+
+
+def test_glow_latent_shapes():
+    """Glow(1x4x4, levels=2): level 1 factors out 2 of 4 squeezed channels, the top is 8x1x1."""
+    model = Glow(image_shape=(1, 4, 4), levels=2, depth=1, hidden_channels=4)
+    zs, _ = model(torch.rand(5, 1, 4, 4) - 0.5)
+    assert [tuple(z.shape) for z in zs] == [(5, 2, 2, 2), (5, 8, 1, 1)]
+
+
+@model_names
+def test_gradients_reach_every_parameter(name, core_helpers):
+    """After ActNorm init and a perturbation, every parameter gets a finite nonzero gradient of -log_prob."""
+    model, x, labels = prepared(name, core_helpers)
+    model.train()
+    (-model.log_prob(x, labels).mean()).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+        assert p.grad.abs().max() > 0, f"{pname} has an all-zero gradient"
+
+
+@model_names
+def test_state_dict_round_trip_is_bit_identical_and_never_reinitialises(name, core_helpers):
+    """A state dict loaded into a freshly built model gives bit-identical log_prob and samples, and a
+    training-mode forward on a different batch afterwards leaves every parameter unchanged."""
+    model, x, labels = prepared(name, core_helpers)
+    fresh, _, _ = make(name, seed=1)
+    fresh.load_state_dict(model.state_dict())
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model.log_prob(x, labels), fresh.log_prob(x, labels))
+        gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+        assert torch.equal(model.sample(BATCH, 0.7, labels, generator=gen()),
+                           fresh.sample(BATCH, 0.7, labels, generator=gen()))
+        fresh.train()(2 * x + 0.3, labels)
+    actnorms = [m for m in fresh.modules() if isinstance(m, ActNorm)]
+    assert actnorms and all(m.is_initialized() for m in actnorms) or name.startswith("nice")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key]), f"{key} changed in a training-mode forward"
+
+
+@model_names
+def test_train_and_eval_agree_after_init(name, core_helpers, tol):
+    """After initialisation, log_prob and latents agree between training and eval mode."""
+    model, _, labels = prepared(name, core_helpers)
+    x = torch.rand(BATCH, *MODELS[name].image_shape) - 0.5
+    with torch.no_grad():
+        zs_train, ld_train = model.train()(x, labels)
+        zs_eval, ld_eval = model.eval()(x, labels)
+        torch.testing.assert_close(flat_latent(zs_eval), flat_latent(zs_train), rtol=0, atol=tol.round_trip_atol)
+        torch.testing.assert_close(ld_eval, ld_train, rtol=tol.logdet_rtol, atol=tol.logdet_atol)
+
+
+def test_glow_on_28x28_with_two_levels_works(tol):
+    """Glow on 1x28x28 with levels=2 (28 is divisible by 4) builds, encodes and inverts."""
+    model = Glow(image_shape=(1, 28, 28), levels=2, depth=1, hidden_channels=4)
+    x = torch.rand(2, 1, 28, 28) - 0.5
+    zs, logdet = model(x)
+    assert [tuple(z.shape) for z in zs] == [(2, 2, 14, 14), (2, 8, 7, 7)]
+    assert torch.isfinite(logdet).all()
+    with torch.no_grad():
+        torch.testing.assert_close(model.inverse(zs), x, rtol=0, atol=tol.round_trip_atol)
+
+
+# -- sampling ----------------------------------------------------------------------------------
+
+@model_names
+def test_sample_shapes_finiteness_and_dtype(name, core_helpers):
+    """sample(n, temperature) gives n finite images of the model's shape and dtype."""
+    model, _, _ = prepared(name, core_helpers)
+    labels = torch.arange(5) % MODELS[name].num_classes if MODELS[name].num_classes else None
+    model.eval()
+    for temperature in (0.7, 1.0):
+        images = model.sample(5, temperature, labels)
+        assert images.shape == (5, *MODELS[name].image_shape)
+        assert images.dtype == torch.get_default_dtype()
+        assert torch.isfinite(images).all()
+
+
+@model_names
+def test_temperature_zero_is_the_deterministic_mean_path(name, core_helpers, tol):
+    """At temperature 0 every latent is its prior mean: two calls give the same images, and encoding
+    them gives back the prior means (0 for the standard priors)."""
+    model, _, _ = prepared(name, core_helpers)
+    labels = torch.arange(4) % MODELS[name].num_classes if MODELS[name].num_classes else None
+    model.eval()
+    first = model.sample(4, 0.0, labels)
+    torch.rand(10), torch.randn(10)  # move the global RNG on
+    second = model.sample(4, 0.0, labels)
+    assert torch.equal(first, second)
+    assert not torch.equal(model.sample(4, 0.5, labels), first)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 1.5])
+def test_temperature_scales_the_std_at_every_level(temperature, core_helpers, tol):
+    """Sampling draws z = mean + T * std * eps at the top prior and at every split prior: encoding a
+    sample recovers exactly the generator's noise, scaled by T."""
+    model, _, _ = prepared("glow_affine_lu", core_helpers)
+    model.eval()
+    with torch.no_grad():
+        images = model.sample(4, temperature, generator=torch.Generator().manual_seed(3))
+        zs, _ = model(images)
+        gen = torch.Generator().manual_seed(3)
+        top_prior_mean, top_prior_log_std = model.top_prior._params(4, None, None, images.dtype)
+        top_eps = (zs[-1] - top_prior_mean) / top_prior_log_std.exp()
+        torch.testing.assert_close(top_eps, temperature * torch.randn(zs[-1].shape, generator=gen))
+        split = model.splits[0]
+        mean, log_std = split._params(model.levels[1](torch.cat([zs[0]], 1)[:, :0].new_empty(0)) if False else None) \
+            if False else split._params(_kept_half(model, zs))
+        torch.testing.assert_close((zs[0] - mean) / log_std.exp(), temperature * torch.randn(zs[0].shape, generator=gen),
+                                   rtol=0, atol=1e-8 if images.dtype == torch.float64 else 1e-3)
+
+
+def _kept_half(model, zs):
+    """The kept half h at the first split (what the split prior is conditioned on), from the latents."""
+    return model.levels[1].inverse(zs[1])
+
+
+def test_class_conditional_sampling_needs_labels_and_uses_them(core_helpers):
+    """A class-conditional model refuses to sample or score without labels, and different labels
+    give different samples."""
+    model, x, _ = prepared("glow_class_conditional", core_helpers)
+    model.eval()
+    with pytest.raises(ValueError, match="num_classes=3"):
+        model.sample(2, 0.7)
+    with pytest.raises(ValueError, match="num_classes=3"):
+        model.log_prob(x)
+    with pytest.raises(ValueError, match=r"\[2\]"):
+        model.sample(2, 0.7, torch.tensor([0, 1, 2]))
+    zeros = model.sample(2, 0.0, torch.tensor([0, 0]))
+    twos = model.sample(2, 0.0, torch.tensor([2, 2]))
+    assert not torch.allclose(zeros, twos)
+
+
+@model_names
+def test_samples_are_invertible(name, core_helpers, tol):
+    """Encoding a sample and decoding the latents returns the sample."""
+    model, _, _ = prepared(name, core_helpers)
+    labels = torch.arange(4) % MODELS[name].num_classes if MODELS[name].num_classes else None
+    model.eval()
+    with torch.no_grad():
+        images = model.sample(4, 0.8, labels)
+        torch.testing.assert_close(model.inverse(model(images, labels)[0], labels), images,
+                                   rtol=0, atol=tol.round_trip_atol)
