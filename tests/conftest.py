@@ -6,6 +6,7 @@ below without touching these.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,6 +31,15 @@ def pytest_addoption(parser):
         choices=sorted(CORE_DTYPES),
         help="default torch dtype for the numeric tests of the flows, models and likelihood",
     )
+
+
+def pytest_configure(config):
+    """Under ``pytest -n N`` give each worker its share of the cores: N workers each running
+    torch's default of one intra-op thread per core oversubscribe the CPU, and the tiny tensors of
+    these tests then run many times slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,11 @@ from glowlab.flows.split import LearnedPrior, Split
 __all__ = ["MultiscaleFlow", "check_divisible"]
 
 
-def check_divisible(image_shape, num_squeezes: int, arg_hint: str) -> tuple[int, int, int]:
-    """Validate ``image_shape = (C, H, W)`` for ``num_squeezes`` halvings; return it as ints."""
+def check_divisible(image_shape, num_squeezes: int, arg_hint: str, levels_offset: int = 0) -> tuple[int, int, int]:
+    """Validate ``image_shape = (C, H, W)`` for ``num_squeezes`` halvings; return it as ints.
+
+    ``levels_offset`` is ``levels - num_squeezes`` of the model, to suggest a valid ``levels``.
+    """
     if len(tuple(image_shape)) != 3:
         raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
     c, h, w = (int(v) for v in image_shape)
@@ -23,8 +26,8 @@ def check_divisible(image_shape, num_squeezes: int, arg_hint: str) -> tuple[int,
         good = max(k for k in range(num_squeezes + 1) if h % 2**k == 0 and w % 2**k == 0)
         raise ValueError(
             f"image size {h}x{w} is not divisible by 2**{num_squeezes}={f}, which {arg_hint} needs; "
-            f"use at most {good} squeeze(s) for this size, or resize/pad the images "
-            f"(e.g. data.resize=32)"
+            f"use levels <= {good + levels_offset} for this size, or resize or pad the images "
+            f"(data.image_size=..., data.pad_to=...)"
         )
     return c, h, w
 

@@ -35,7 +35,7 @@ class RealNVP(MultiscaleFlow):
         if not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive integer, got {levels!r}")
         check_memory_saving(memory_saving)
-        c, h, w = check_divisible(image_shape, levels - 1, f"RealNVP with levels={levels}")
+        c, h, w = check_divisible(image_shape, levels - 1, f"RealNVP with levels={levels}", levels_offset=1)
 
         def sequence(steps):  # checkpoint segments: (actnorm, coupling) pairs and the squeeze
             segments = [1 if len(list(f.parameters())) == 0 else 2 for f in steps if not isinstance(f, ActNorm)]

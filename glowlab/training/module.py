@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from torchmetrics import MeanMetric
 
 from glowlab.likelihood import bits_per_dim, dequantize, to_image
@@ -56,7 +56,9 @@ class FlowModule(pl.LightningModule):
         self.save_hyperparameters()
         config = dict(model_config)
         compile_model = bool(config.pop("compile", False))
-        self.model = instantiate(config, _convert_="all")
+        # called directly rather than through hydra.utils.instantiate, so a bad argument raises
+        # the model's own ValueError instead of Hydra's wrapper around it
+        self.model = get_class(config.pop("_target_"))(**config)
         # the compiled function shares the model's parameters; kept out of the module tree so the
         # state dict has one copy
         self.__dict__["_train_encode"] = torch.compile(self.model.encode) if compile_model else self.model.encode
