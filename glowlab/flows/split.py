@@ -42,7 +42,9 @@ class Split(nn.Module):
         self.prior = ZeroConv2d(self.h_channels, 2 * self.z_channels)
 
     def _params(self, h: torch.Tensor):
-        out = self.prior(h)
+        # the prior's mean and log-std enter the likelihood directly: keep them out of autocast
+        with torch.autocast(h.device.type, enabled=False):
+            out = self.prior(h.to(logdet_dtype(h)))
         return out[:, : self.z_channels], out[:, self.z_channels:]
 
     def split(self, x: torch.Tensor):
