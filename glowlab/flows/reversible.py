@@ -17,10 +17,12 @@ output instead of being stored (Gomez et al., 2017; Jacobsen et al., 2018). This
   passes through unchanged), so the overhead is about one extra forward pass, as for checkpointing.
 
 Gradients are those of the plain computation up to floating-point rounding of the reconstructed
-inputs (relative error ~1e-6 in float32, ~1e-14 in float64). Both saving modes fall back to the
-plain path when no gradient is needed (``torch.no_grad``, e.g. evaluation and sampling), and while
-any :class:`~glowlab.flows.ActNorm` of the sequence still needs its data-dependent initialisation
-(that first batch runs un-wrapped, so the initialisation sees the real activations once).
+inputs (relative error ~1e-6 in float32, ~1e-14 in float64). Both saving modes use the
+plain path when no gradient is needed (``torch.no_grad``, e.g. evaluation and sampling). While any
+:class:`~glowlab.flows.ActNorm` of the sequence still needs its data-dependent initialisation, the
+first batch first runs un-wrapped and without a graph (the initialisation sees the real
+activations, and the first step needs no more memory than the others); the saving path then runs
+with the initialised parameters and gives the same outputs.
 Autocast state is recorded in the forward pass and restored for the recomputation.
 
 Example:
@@ -29,8 +31,7 @@ Example:
     >>> seq = MemorySavingSequence([ActNorm(4), InvConv1x1LU(4), AffineCoupling(4, 8)],
     ...                            memory_saving="reversible", segments=[3])
     >>> x = torch.randn(2, 4, 3, 3)
-    >>> _ = seq(x)  # first batch: ActNorm initialisation, plain path
-    >>> y, logdet = seq(x.requires_grad_())
+    >>> y, logdet = seq(x.requires_grad_())  # the first call also initialises ActNorm
     >>> (y.square().sum() - logdet.sum()).backward()
     >>> x.grad.shape
     torch.Size([2, 4, 3, 3])
@@ -272,8 +273,14 @@ class MemorySavingSequence(FlowSequence):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         mode = check_memory_saving(self.memory_saving)
-        if mode == "none" or not self._needs_grad(x, cond) or (self.training and _needs_actnorm_init(self)):
+        if mode == "none" or not self._needs_grad(x, cond):
             return self._plain(x, cond)
+        if self.training and _needs_actnorm_init(self):
+            # data-dependent initialisation on the real activations, without a graph (so the first
+            # batch does not need the memory of plain autograd); the saving path then sees the
+            # initialised parameters and gives the same outputs as the initialising pass
+            with torch.no_grad():
+                self._plain(x, cond)
         if mode == "reversible":
             return reversible_forward(self.flows, x, cond)
         logdet = x.new_zeros(x.shape[0], dtype=logdet_dtype(x))

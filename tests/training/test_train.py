@@ -13,13 +13,14 @@ from glowlab.training.run import train
 from tests.training.conftest import run_script
 
 
-def test_train_cli_writes_checkpoints_metrics_and_samples(tmp_path):
+def test_train_cli_writes_checkpoints_metrics_samples_and_logs(tmp_path):
     """`python train.py` trains a few steps and leaves a checkpoint, a metrics file whose test bpd
-    is finite and plausible (between 0 and n_bits), and a PNG sample grid."""
+    is finite and plausible (between 0 and n_bits), a PNG sample grid, and logs from all three
+    loggers: wandb offline (no account, no network), CSV and TensorBoard."""
     out = tmp_path / "run"
     proc = run_script("train.py", "model.depth=2", "model.hidden_channels=16", "trainer.max_epochs=1",
                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-                      "trainer.limit_test_batches=2", "logger=csv", "extras.print_config=false",
+                      "trainer.limit_test_batches=2", "logger=many", "extras.print_config=false",
                       "trainer.log_every_n_steps=1",
                       f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -31,6 +32,9 @@ def test_train_cli_writes_checkpoints_metrics_and_samples(tmp_path):
     assert any(r.get("val/bpd") for r in rows) and any(r.get("train/bpd") for r in rows)
     grid = out / "samples" / "final.png"
     assert grid.is_file() and grid.stat().st_size > 100
+    offline_runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_logged_parts_add_up_to_bpd(train_cfg):
