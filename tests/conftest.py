@@ -81,6 +81,18 @@ def tol(dtype) -> Tolerances:
 
 
 @pytest.fixture
+def single_thread():
+    """Run the test on one intra-op thread and restore the previous count afterwards: the tensors
+    here are tiny, and extra threads only contend with other processes for the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def seeded():
     """Seed torch's global RNG so every test is reproducible on its own (and under xdist)."""
     torch.manual_seed(0)

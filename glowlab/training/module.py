@@ -65,7 +65,8 @@ class FlowModule(pl.LightningModule):
         self.n_bits = n_bits
         self.num_dims = math.prod(self.model.image_shape)
         self.ema = EMA(self.model, ema_decay) if ema_decay else None
-        self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric()
+        # float64 sums: exact means over large splits
+        self.val_bpd, self.test_bpd = MeanMetric().set_dtype(torch.float64), MeanMetric().set_dtype(torch.float64)
         self._nan_streak = 0
         self._skipped_step = False
         self._eval_stack: ExitStack | None = None

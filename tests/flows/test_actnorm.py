@@ -9,7 +9,7 @@ import torch
 
 from glowlab.flows import ActNorm
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 
 def per_channel_stats(y: torch.Tensor):

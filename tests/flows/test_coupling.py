@@ -9,7 +9,7 @@ import torch
 
 from glowlab.flows import AdditiveCoupling, AffineCoupling, MLPAdditiveCoupling, checkerboard_mask
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 
 def kept_entries(mask: str, parity: int, channels: int, height: int, width: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from glowlab.flows import (ActNorm, AdditiveCoupling, AffineCoupling, DiagonalSc
                            InvConv1x1, InvConv1x1LU, MLPAdditiveCoupling, Reverse, Shuffle, Squeeze,
                            Unsqueeze)
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 BATCH = 3
 

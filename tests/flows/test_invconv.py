@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from glowlab.flows import InvConv1x1, InvConv1x1LU
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 conv_classes = pytest.mark.parametrize("conv_cls", [InvConv1x1, InvConv1x1LU], ids=["plain", "lu"])
 

@@ -8,7 +8,7 @@ import torch
 from glowlab.flows import (ActNorm, DiagonalScale, FlowSequence, Reverse, Shuffle, Squeeze, Unsqueeze,
                            squeeze2d, unsqueeze2d)
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 
 def test_squeeze_moves_each_2x2_patch_into_channels():

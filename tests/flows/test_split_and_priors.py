@@ -10,7 +10,7 @@ import torch
 from glowlab.flows import LearnedPrior, Split, gaussian_log_prob
 from glowlab.flows.split import LogisticPrior
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 
 @pytest.mark.parametrize("channels", [2, 5, 8])

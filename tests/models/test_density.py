@@ -11,7 +11,7 @@ from glowlab.flows import (ActNorm, AffineCoupling, FlowSequence, InvConv1x1, In
                            Squeeze)
 from glowlab.models import NICE, Glow, MultiscaleFlow, RealNVP
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 IMAGE_SHAPE = (1, 2, 2)  # D = 4: small enough for importance sampling to be precise
 

@@ -12,7 +12,7 @@ import torch
 from glowlab.flows import ActNorm
 from glowlab.models import NICE, Glow, RealNVP
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 BATCH = 3
 

@@ -9,7 +9,7 @@ import torch
 
 from glowlab.models import NICE, Glow, RealNVP
 
-pytestmark = pytest.mark.usefixtures("default_dtype", "seeded")
+pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
 TINY = dict(hidden_channels=4)
 

@@ -12,13 +12,13 @@ from tests.training.conftest import run_script
 pytestmark = pytest.mark.slow
 
 TINY_CLI = ["model.depth=2", "model.hidden_channels=16", "trainer.max_epochs=1",
-            "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "logger=csv",
+            "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "logger=wandb",
             "extras.print_config=false", "~callbacks.progress_bar", "~callbacks.model_summary"]
 
 
 def test_ddp_cpu_two_processes(tmp_path):
     """`trainer=ddp_cpu` trains on 2 processes: ActNorm parameters equal on both ranks after the
-    data-dependent init, a single run directory, and test bpd equal to a 1-process evaluation of
+    data-dependent init, a single run directory with a single wandb run, and test bpd equal to a 1-process evaluation of
     the same checkpoint (no padded duplicates counted)."""
     logs = tmp_path / "logs"
     dump = tmp_path / "dump"
@@ -28,6 +28,7 @@ def test_ddp_cpu_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = list((logs / "train" / "runs").iterdir())
     assert len(runs) == 1, runs
+    assert len(list((runs[0] / "wandb").glob("offline-run-*"))) == 1  # one wandb run, from rank 0
     r0 = torch.load(dump / "actnorm_rank0.pt")
     r1 = torch.load(dump / "actnorm_rank1.pt")
     assert r0.keys() == r1.keys() and len(r0) > 0
