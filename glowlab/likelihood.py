@@ -123,7 +123,11 @@ def dequantize(
         u = torch.rand(x.shape, generator=generator, dtype=dtype, device=device).to(x.device)
     else:
         u = torch.full_like(x, 0.5)
-    return (x + u) / n_bins - 0.5
+    x_tilde = (x + u) / n_bins - 0.5
+    # In float32, x + u rounds up to x + 1 when u is within ~2**-17 of 1, which would put x~ on the
+    # lower edge of the next bin (or at 0.5): keep every value strictly inside its own bin.
+    upper = (x + 1) / n_bins - 0.5
+    return torch.minimum(x_tilde, torch.nextafter(upper, torch.full_like(upper, -1.0)))
 
 
 def nats_to_bpd_offset(num_dims: int, n_bits: int) -> float:

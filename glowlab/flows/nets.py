@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from glowlab.flows.actnorm import ActNorm
@@ -23,8 +24,12 @@ class ZeroConv2d(nn.Module):
         self.logscale_factor = logscale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
-        return out * (self.logs * self.logscale_factor).exp().to(out.dtype)
+        # (conv(x, W) + b) * e == conv(x, W * e, b * e): the scale is folded into the (small) weight
+        # instead of costing a pass over the output
+        scale = (self.logs * self.logscale_factor).exp().view(-1)
+        conv = self.conv
+        return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), conv.bias * scale,
+                        conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class _ActNormMap(nn.Module):
@@ -47,6 +52,7 @@ class CouplingNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 512, actnorm: bool = True):
         super().__init__()
+        self.actnorm = actnorm
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1, bias=not actnorm)]
         if actnorm:
             layers.append(_ActNormMap(hidden_channels))
@@ -57,7 +63,26 @@ class CouplingNet(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if not self.actnorm:
+            return self.net(x)
+        conv1, norm1, _, conv2, norm2, _, out = self.net
+        norm1, norm2 = norm1.norm, norm2.norm
+        if self.training and not (norm1.is_initialized() and norm2.is_initialized()):
+            return self.net(x)  # ActNorm's data-dependent initialisation needs the conv outputs
+        # ActNorm folded into the preceding bias-free conv: (conv(x, W) + loc) * s == conv(x, W s, loc s).
+        # The channels_last layout is the fast one for oneDNN's convolutions on the CPU; the
+        # ReLUs run in place (a conv's backward does not need its output).
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = F.relu(_folded_conv(conv1, norm1, x, padding=1), inplace=True)
+        h = F.relu(_folded_conv(conv2, norm2, h, padding=0), inplace=True)
+        return out(h)
+
+
+def _folded_conv(conv: nn.Conv2d, norm: ActNorm, x: torch.Tensor, padding: int) -> torch.Tensor:
+    """``norm(conv(x))`` for a bias-free ``conv`` as one convolution."""
+    scale = norm.log_scale.exp()
+    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), norm.loc * scale, 1, padding)
 
 
 class _ResidualBlock(nn.Module):

@@ -132,6 +132,8 @@ class LogisticPrior(nn.Module):
             return torch.zeros((), device=device, dtype=dtype)
         if y is None or y.shape != (n,):
             raise ValueError(f"this prior is class-conditional (num_classes={self.num_classes}); pass labels of shape [{n}]")
+        if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
         return self.class_loc(y).to(dtype)[:, :, None, None]
 
     def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

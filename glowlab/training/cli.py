@@ -14,11 +14,17 @@ __all__ = ["train_main", "eval_main"]
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def train_main(cfg: DictConfig) -> float | None:
-    """Train; return the metric named by ``optimized_metric`` (default ``val/bpd``) for sweepers."""
+    """Train; return the metric named by ``optimized_metric`` (default ``val/bpd``) for sweepers.
+    In a multirun a failing job is recorded and returns ``inf``, so the sweep goes on
+    (:func:`glowlab.training.sweeps.run_sweep_job`)."""
     from glowlab.training.run import train
+    from glowlab.training.sweeps import is_multirun, run_sweep_job
 
+    metric = cfg.get("optimized_metric") or "val/bpd"
+    if is_multirun():
+        return run_sweep_job(train, cfg, metric)
     metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric") or "val/bpd")
+    return metrics.get(metric)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

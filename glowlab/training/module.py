@@ -9,6 +9,7 @@ from contextlib import ExitStack
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
+from torch import nn
 from torchmetrics import MeanMetric
 
 from glowlab.likelihood import bits_per_dim, dequantize, to_image
@@ -65,8 +66,11 @@ class FlowModule(pl.LightningModule):
         self.n_bits = n_bits
         self.num_dims = math.prod(self.model.image_shape)
         self.ema = EMA(self.model, ema_decay) if ema_decay else None
-        # float64 sums: exact means over large splits
-        self.val_bpd, self.test_bpd = MeanMetric().set_dtype(torch.float64), MeanMetric().set_dtype(torch.float64)
+        # per-image means over whole splits, summed across processes in float64
+        self.eval_metrics = nn.ModuleDict({
+            f"{stage}_{part}": MeanMetric().set_dtype(torch.float64)
+            for stage in ("val", "test") for part in ("bpd", "prior_bpd", "logdet_bpd")
+        })
         self._nan_streak = 0
         self._skipped_step = False
         self._eval_stack: ExitStack | None = None
@@ -140,20 +144,19 @@ class FlowModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- evaluation ------------------------------------------------------------------------------
-    def _eval_step(self, batch, batch_idx, metric: MeanMetric, prefix: str):
-        bpd, prior_bpd, logdet_bpd = self.bpd_parts(batch, eval_seed=self.hparams.eval_seed)
-        metric.update(bpd)
-        self.log(f"{prefix}/bpd", metric, prog_bar=True, on_step=False, on_epoch=True)
-        b = bpd.shape[0]
-        self.log(f"{prefix}/prior_bpd", prior_bpd.mean(), on_epoch=True, sync_dist=True, batch_size=b)
-        self.log(f"{prefix}/logdet_bpd", logdet_bpd.mean(), on_epoch=True, sync_dist=True, batch_size=b)
-        return bpd
+    def _eval_step(self, batch, stage: str):
+        parts = dict(zip(("bpd", "prior_bpd", "logdet_bpd"), self.bpd_parts(batch, eval_seed=self.hparams.eval_seed)))
+        for name, per_image in parts.items():
+            metric = self.eval_metrics[f"{stage}_{name}"]
+            metric.update(per_image)
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "bpd", on_step=False, on_epoch=True)
+        return parts["bpd"]
 
     def validation_step(self, batch, batch_idx):
-        return self._eval_step(batch, batch_idx, self.val_bpd, "val")
+        return self._eval_step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        return self._eval_step(batch, batch_idx, self.test_bpd, "test")
+        return self._eval_step(batch, "test")
 
     def _swap_in_ema(self):
         if self.ema is not None and self._eval_stack is None:

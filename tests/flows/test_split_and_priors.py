@@ -103,9 +103,11 @@ def test_class_conditional_prior_needs_valid_labels(prior_cls, core_helpers):
     assert not torch.allclose(lp0, lp1)
 
 
-def test_learned_prior_rejects_out_of_range_labels():
-    """Labels outside [0, num_classes) raise ValueError naming the range."""
-    prior = LearnedPrior((2, 2, 2), num_classes=3)
+@pytest.mark.parametrize("prior_cls", [LearnedPrior, LogisticPrior])
+def test_class_conditional_prior_rejects_out_of_range_labels(prior_cls):
+    """Labels outside [0, num_classes) raise ValueError naming the range (not an IndexError deep in
+    an embedding)."""
+    prior = prior_cls((2, 2, 2), num_classes=3)
     with pytest.raises(ValueError, match=r"\[0, 3\).*\[0, 3\]"):
         prior.log_prob(torch.zeros(2, 2, 2, 2), torch.tensor([0, 3]))
 

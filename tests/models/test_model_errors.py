@@ -61,8 +61,11 @@ def test_inverse_with_wrong_number_of_latents():
         model.inverse(zs[1:])
 
 
-def test_out_of_range_labels_rejected():
+@pytest.mark.parametrize("build", [
+    lambda: Glow((1, 4, 4), levels=1, depth=1, num_classes=3, **TINY),
+    lambda: NICE((1, 4, 4), num_couplings=1, hidden_features=4, hidden_layers=1, num_classes=3),
+], ids=["glow", "nice"])
+def test_out_of_range_labels_rejected(build):
     """A class-conditional model given a label outside [0, num_classes) raises ValueError naming it."""
-    model = Glow((1, 4, 4), levels=1, depth=1, num_classes=3, **TINY)
     with pytest.raises(ValueError, match=r"\[0, 3\).*\[0, 3\]"):
-        model.log_prob(torch.zeros(2, 1, 4, 4), torch.tensor([0, 3]))
+        build().log_prob(torch.zeros(2, 1, 4, 4), torch.tensor([0, 3]))
