@@ -49,35 +49,36 @@ class Tolerances:
     round_trip_atol: float  # |inverse(forward(x)) - x|
     logdet_rtol: float  # logdet against slogdet of the autograd Jacobian
     logdet_atol: float  # for volume-preserving maps, whose logdet is 0
+    closed_form_rtol: float  # a formula against the same formula worked out by hand
 
 
 CORE_TOLERANCES = {
-    torch.float64: Tolerances(round_trip_atol=1e-10, logdet_rtol=1e-8, logdet_atol=1e-10),
-    torch.float32: Tolerances(round_trip_atol=1e-4, logdet_rtol=1e-4, logdet_atol=1e-4),
+    torch.float64: Tolerances(round_trip_atol=1e-10, logdet_rtol=1e-8, logdet_atol=1e-10, closed_form_rtol=1e-12),
+    torch.float32: Tolerances(round_trip_atol=1e-4, logdet_rtol=1e-4, logdet_atol=1e-4, closed_form_rtol=1e-6),
 }
 
 
 @pytest.fixture
-def dtype(request) -> torch.dtype:
+def numeric_dtype(request) -> torch.dtype:
     """The dtype chosen with ``--dtype`` (float64 by default)."""
     return CORE_DTYPES[request.config.getoption("--dtype")]
 
 
 @pytest.fixture
-def default_dtype(dtype):
-    """Make ``dtype`` torch's default dtype for the test and restore the previous one afterwards."""
+def default_dtype(numeric_dtype):
+    """Make ``numeric_dtype`` torch's default dtype for the test and restore the previous one afterwards."""
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
+    torch.set_default_dtype(numeric_dtype)
     try:
-        yield dtype
+        yield numeric_dtype
     finally:
         torch.set_default_dtype(previous)
 
 
 @pytest.fixture
-def tol(dtype) -> Tolerances:
+def tol(numeric_dtype) -> Tolerances:
     """Tolerances matching ``--dtype``."""
-    return CORE_TOLERANCES[dtype]
+    return CORE_TOLERANCES[numeric_dtype]
 
 
 @pytest.fixture
@@ -119,6 +120,7 @@ def adam_steps(params, loss_fn: Callable[[], torch.Tensor], steps: int = 3, lr: 
     params = [p for p in params if p.requires_grad]
     if not params:
         return
+    before = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -126,6 +128,7 @@ def adam_steps(params, loss_fn: Callable[[], torch.Tensor], steps: int = 3, lr: 
         assert torch.isfinite(loss), f"training loss is not finite: {loss}"
         loss.backward()
         opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, params)), "the optimiser changed nothing"
 
 
 def jacobian_logdet(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
@@ -147,6 +150,21 @@ def jacobian_logdet(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor)
     return torch.linalg.slogdet(blocks).logabsdet, cross
 
 
+def assert_every_parameter_has_gradient(module: nn.Module) -> None:
+    """Every parameter of ``module`` has a finite gradient that is not all zero."""
+    for name, p in module.named_parameters():
+        assert p.grad is not None, f"{name} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+        assert p.grad.abs().max() > 0, f"{name} has an all-zero gradient"
+
+
+def assert_same_state(module: nn.Module, other: nn.Module) -> None:
+    """The two modules' state dicts (parameters and buffers) are bit-identical."""
+    other_state = other.state_dict()
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, other_state[key]), f"{key} differs"
+
+
 @pytest.fixture
 def core_helpers():
     """The helper functions above, for test modules that cannot import ``conftest`` directly."""
@@ -158,3 +176,5 @@ class CoreHelpers:
     standard_normal_nll = staticmethod(standard_normal_nll)
     adam_steps = staticmethod(adam_steps)
     jacobian_logdet = staticmethod(jacobian_logdet)
+    assert_every_parameter_has_gradient = staticmethod(assert_every_parameter_has_gradient)
+    assert_same_state = staticmethod(assert_same_state)

@@ -51,7 +51,8 @@ def ood_data_config(data_config: DictConfig, name: str, paths: DictConfig | dict
 
     The preprocessing (``n_bits``, ``crop``, ``image_size``, ``pad_to``, batch sizes) is the
     model's; where the dataset lives (``root``, ``download``, the IDX options) comes from
-    ``conf/data/<name>.yaml`` when it exists (interpolations resolved against ``paths``), else
+    ``conf/data/<name>.yaml`` when it exists (interpolations resolved against ``paths``, by
+    default ``conf/paths/default.yaml``), else
     ``root`` is ``<data_config.root>/../<name>``. ``overrides`` are merged last, e.g.
     ``{"image_size": 8}`` to resize MNIST for an 8x8 model.
     """
@@ -62,8 +63,9 @@ def ood_data_config(data_config: DictConfig, name: str, paths: DictConfig | dict
     cfg.root = str(Path(str(data_config.get("root", "data"))).parent / name)
     own_file = CONF_DIR / "data" / f"{name}.yaml"
     if own_file.is_file():
-        node = OmegaConf.create({"paths": paths or {}, "data": OmegaConf.load(own_file)})
-        own = OmegaConf.to_container(node, resolve=True)["data"]
+        paths = paths if paths is not None else OmegaConf.load(CONF_DIR / "paths" / "default.yaml")
+        node = OmegaConf.create({"paths": paths, "data": OmegaConf.load(own_file)})
+        own = OmegaConf.to_container(node.data, resolve=True)
         cfg = OmegaConf.merge(cfg, {k: own[k] for k in _LOCATION_KEYS if k in own})
     return OmegaConf.merge(cfg, overrides or {})
 

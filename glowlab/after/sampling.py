@@ -25,7 +25,7 @@ from glowlab.training.module import FlowModule
 from glowlab.training.run import build_datamodule
 
 __all__ = ["MODES", "TEMPERATURES", "sample_grid", "temperature_grid", "interpolate", "reconstruct",
-           "test_images", "sample_to_file"]
+           "pick_test_images", "sample_to_file"]
 
 MODES = ("grid", "temperatures", "interpolate", "reconstruct")
 TEMPERATURES = (0.0, 0.25, 0.5, 0.7, 0.85, 1.0)
@@ -96,7 +96,7 @@ def reconstruct(model, x: Tensor, cond: Tensor | None = None) -> Tensor:
     return model.inverse(zs, cond)
 
 
-def test_images(data_config, image_shape, count: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def pick_test_images(data_config, image_shape, count: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """``count`` test-split images drawn at random with ``seed``: ``(x_int uint8 [count, C, H, W],
     labels [count], indices [count])``; fewer when the split is smaller."""
     dm = build_datamodule(data_config, image_shape)
@@ -109,7 +109,7 @@ def test_images(data_config, image_shape, count: int, seed: int = 0) -> tuple[Te
 
 def _real_pairs(module: FlowModule, data_config, pairs: int, steps: int, seed: int) -> tuple[Tensor, dict]:
     """Interpolations between ``pairs`` pairs of test images: ``[pairs * steps, C, H, W]`` in [0, 1]."""
-    x_int, y, idx = test_images(data_config, module.model.image_shape, 2 * pairs, seed)
+    x_int, y, idx = pick_test_images(data_config, module.model.image_shape, 2 * pairs, seed)
     pairs = len(idx) // 2
     x = dequantize(x_int[: 2 * pairs].to(module.device), module.n_bits, noise=False)  # bin centres
     cond = y[: 2 * pairs].to(module.device) if _num_classes(module.model) else None
@@ -124,7 +124,7 @@ def _real_pairs(module: FlowModule, data_config, pairs: int, steps: int, seed: i
 
 def _real_vs_reconstructed(module: FlowModule, data_config, n: int, per_row: int, seed: int) -> tuple[Tensor, dict]:
     """Rows of real test images, each followed by a row of their reconstructions."""
-    x_int, y, idx = test_images(data_config, module.model.image_shape, n, seed)
+    x_int, y, idx = pick_test_images(data_config, module.model.image_shape, n, seed)
     rows = max(1, len(idx) // per_row)
     x_int, y, idx = x_int[: rows * per_row], y[: rows * per_row], idx[: rows * per_row]
     x = dequantize(x_int.to(module.device), module.n_bits, noise=False)

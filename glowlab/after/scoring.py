@@ -153,12 +153,12 @@ def score_checkpoint(ckpt_path: str | Path, ood_data: str = "noise", k: int = 1,
     dm.setup("test")
     dm.setup("fit")
     in_name = str(data_config.dataset)
-    in_bpd, in_y = image_bpd(module, _batches(dm.test_dataset, batch_size, limit), k)
     if ood_data in TRANSFORMS:
         ood_batches = _batches(dm.test_dataset, batch_size, limit, ood_data, module.n_bits, seed)
-    else:
+    else:  # opened first, so a wrong shape or a missing dataset fails before any scoring
         ood_dm = build_ood_datamodule(data_config, ood_data, module.model.image_shape, paths, ood)
         ood_batches = _batches(ood_dm.test_dataset, batch_size, limit)
+    in_bpd, in_y = image_bpd(module, _batches(dm.test_dataset, batch_size, limit), k)
     ood_bpd, ood_y = image_bpd(module, ood_batches, k)
     train_bpd, _ = image_bpd(module, _batches(dm.train_dataset, batch_size, train_limit), k)
     finite = train_bpd[torch.isfinite(train_bpd)]

@@ -23,6 +23,19 @@ def checkerboard_mask(height: int, width: int, parity: int, device=None, dtype=N
     return ((i + j) % 2 == parity).to(dtype or torch.float32).view(1, 1, height, width)
 
 
+def log_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """``log(sigmoid(z))``, stable for every z, differentiable to any order.
+
+    Same values as ``F.logsigmoid`` (to the last bits) but several times faster on the CPU in
+    float32/float64, whose ``logsigmoid`` kernel goes through a slow ``log1p``. Below
+    ``z = -60``, ``log sigmoid(z) = z - log1p(exp(z))`` equals ``z`` to double precision; above,
+    ``sigmoid(z) >= 8.7e-27`` is a normal float32, so ``log`` of it is finite and accurate.
+    """
+    if z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64):
+        return F.logsigmoid(z)
+    return torch.where(z > -60.0, torch.log(torch.sigmoid(z.clamp(min=-60.0))), z)
+
+
 def broadcast_cond(cond: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bring a conditioning input to ``[B, K, H, W]``: a vector ``[B, K]`` is tiled over space, a
     map ``[B, K, h, w]`` is average-pooled (or nearest-upsampled) to ``H x W``."""
@@ -120,7 +133,7 @@ class AffineCoupling(Flow):
             return h, None
         t, h_s = h.chunk(2, dim=1)
         if self.scale_fn == "sigmoid":
-            log_s = F.logsigmoid(h_s + 2.0)
+            log_s = log_sigmoid(h_s + 2.0)
         else:
             log_s = self.tanh_scale.to(dtype) * torch.tanh(h_s)
         return t, log_s

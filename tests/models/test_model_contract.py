@@ -34,6 +34,7 @@ def _glow(coupling="affine", permutation="lu", image_shape=(1, 4, 4), **kw):
 MODELS = {
     **{f"glow_{c}_{p}": _glow(c, p) for c in ("affine", "additive") for p in ("lu", "invconv", "reverse", "shuffle")},
     "glow_rgb": _glow(image_shape=(3, 4, 4), permutation="invconv"),
+    "glow_rgb_8x8": _glow(image_shape=(3, 8, 8)),
     "glow_plain_nets_fixed_top": _glow(actnorm_in_coupling=False, learn_top=False),
     "glow_class_conditional": _glow(num_classes=3),
     "realnvp": ModelCase(lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1), (1, 4, 4)),
@@ -139,10 +140,7 @@ def test_gradients_reach_every_parameter(name, core_helpers):
     model, x, labels = prepared(name, core_helpers)
     model.train()
     (-model.log_prob(x, labels).mean()).backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, f"{pname} gets no gradient"
-        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
-        assert p.grad.abs().max() > 0, f"{pname} has an all-zero gradient"
+    core_helpers.assert_every_parameter_has_gradient(model)
 
 
 @model_names
@@ -161,8 +159,7 @@ def test_state_dict_round_trip_is_bit_identical_and_never_reinitialises(name, co
         fresh.train()(2 * x + 0.3, labels)
     actnorms = [m for m in fresh.modules() if isinstance(m, ActNorm)]
     assert actnorms and all(m.is_initialized() for m in actnorms) or name.startswith("nice")
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, fresh.state_dict()[key]), f"{key} changed in a training-mode forward"
+    core_helpers.assert_same_state(model, fresh)  # nothing changed in the training-mode forward
 
 
 @model_names
@@ -175,6 +172,23 @@ def test_train_and_eval_agree_after_init(name, core_helpers, tol):
         zs_eval, ld_eval = model.eval()(x, labels)
         torch.testing.assert_close(flat_latent(zs_eval), flat_latent(zs_train), rtol=0, atol=tol.round_trip_atol)
         torch.testing.assert_close(ld_eval, ld_train, rtol=tol.logdet_rtol, atol=tol.logdet_atol)
+
+
+@pytest.mark.parametrize("name", ["glow_affine_lu", "glow_rgb", "realnvp", "nice"])
+def test_bf16_autocast_keeps_float32_likelihoods_and_exact_inverse(name, core_helpers):
+    """Under bfloat16 autocast (a float32 model), log_prob and logdet are float32 and within
+    0.01 nats/dim of the float32 values, and inverse(forward(x)) is still exact to float32 precision."""
+    model, x, labels = prepared(name, core_helpers)
+    model, x = model.float().eval(), x.float()
+    with torch.no_grad():
+        reference = model.log_prob(x, labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_prob = model.log_prob(x, labels)
+            zs, logdet = model(x, labels)
+            x_back = model.inverse(zs, labels)
+    assert log_prob.dtype == torch.float32 and logdet.dtype == torch.float32
+    assert (log_prob - reference).abs().max() < 0.01 * model.num_dims
+    torch.testing.assert_close(x_back.float(), x, rtol=0, atol=1e-4)
 
 
 def test_glow_on_28x28_with_two_levels_works(tol):

@@ -1,0 +1,106 @@
+"""sample.py: grids of the right size, temperature rows, interpolation endpoints, reconstructions."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from glowlab.after.loading import inference_weights, load_trained
+from glowlab.after.sampling import interpolate, sample_grid, sample_to_file, pick_test_images
+from glowlab.likelihood import dequantize
+from glowlab.training.module import FlowModule
+from tests.after.conftest import grid_size, read_json, read_png
+from tests.training.conftest import run_script
+
+MODES = ("grid", "temperatures", "interpolate", "reconstruct")
+
+
+def tiles(img: np.ndarray, rows: int, cols: int, size: int = 8, padding: int = 1) -> np.ndarray:
+    """Cut a save_image grid ``[H, W, 3]`` into ``[rows, cols, size, size, 3]`` tiles."""
+    step = size + padding
+    return np.stack([np.stack([img[padding + r * step: padding + r * step + size,
+                                   padding + c * step: padding + c * step + size]
+                               for c in range(cols)]) for r in range(rows)])
+
+
+def test_sample_cli_writes_every_mode(tiny_ckpt, tmp_path):
+    """One multirun over the four modes: each PNG has rows x cols tiles of 8x8 plus 1-pixel padding,
+    a JSON sidecar saying so, and content with the property of its mode."""
+    sweep = tmp_path / "sweep"
+    proc = run_script("sample.py", "-m", f"ckpt_path={tiny_ckpt}", f"mode={','.join(MODES)}", "n=16",
+                      f"hydra.sweep.dir={sweep}", "out=${hydra:runtime.output_dir}/out.png")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = {"grid": (4, 4), "temperatures": (6, 8), "interpolate": (4, 8), "reconstruct": (4, 8)}
+    for job, mode in enumerate(MODES):
+        png, info = sweep / str(job) / "out.png", read_json(sweep / str(job) / "out.json")
+        rows, cols = expected[mode]
+        assert (info["mode"], info["rows"], info["nrow"], info["non_finite"]) == (mode, rows, cols, 0)
+        img = read_png(png)
+        assert img.shape[:2] == grid_size(rows, cols, 8, 8), mode
+        t = tiles(img, rows, cols)
+        assert np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1
+        assert (t.reshape(rows * cols, -1).max(1) > 0).all(), f"{mode}: a blank tile"
+        if mode == "temperatures":  # T=0 decodes the prior means: the whole row is one image
+            assert np.ptp(t[0], axis=0).max() == 0
+            assert np.ptp(t[-1], axis=0).max() > 0
+        if mode == "reconstruct":  # real rows and reconstructed rows are pixel-identical
+            assert np.array_equal(t[0::2], t[1::2]) and info["pixels_changed"] == 0
+        if mode == "interpolate":
+            assert info["endpoint_max_abs_error"] < 1e-4
+            assert not np.array_equal(t[:, 0], t[:, -1])
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok"] * 4
+
+
+def test_grid_tensor_is_finite_in_range_and_reproducible(tiny_ckpt):
+    module, _ = load_trained(tiny_ckpt)
+    a, nrow = sample_grid(module, n=12, temperature=1.0, seed=3)
+    b, _ = sample_grid(module, n=12, temperature=1.0, seed=3)
+    c, _ = sample_grid(module, n=12, temperature=1.0, seed=4)
+    assert a.shape == (12, 1, 8, 8) and nrow == 4
+    assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_interpolation_endpoints_reconstruct_the_real_images(tiny_ckpt, dtype):
+    """Linear interpolation of every level's z: t=0 and t=1 decode to the two real images within
+    1e-4 (model space); the middle differs from both."""
+    module, data_config = load_trained(tiny_ckpt)
+    module.to(dtype)
+    x_int, _, _ = pick_test_images(data_config, module.model.image_shape, 6, seed=1)
+    x = dequantize(x_int, module.n_bits, noise=False, dtype=dtype)
+    with inference_weights(module) as model:
+        path = interpolate(model, x[:3], x[3:], steps=5)
+    assert path.shape == (3, 5, 1, 8, 8) and path.dtype == dtype
+    assert (path[:, 0] - x[:3]).abs().max() < 1e-4
+    assert (path[:, -1] - x[3:]).abs().max() < 1e-4
+    assert (path[:, 2] - x[:3]).abs().amax((1, 2, 3)).min() > 1e-2
+
+
+def test_conditional_model_samples_one_row_per_class():
+    """A class-conditional model: 10 rows of nrow samples; at T=0 a row is one image and rows differ."""
+    module = FlowModule({"_target_": "glowlab.models.Glow", "image_shape": [1, 8, 8], "levels": 2, "depth": 1,
+                         "hidden_channels": 8, "num_classes": 10}, n_bits=5).eval()
+    with torch.no_grad():
+        module.model.top_prior.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+    images, nrow = sample_grid(module, n=30, temperature=0.0)
+    assert nrow == 3 and images.shape == (30, 1, 8, 8)
+    rows = images.view(10, 3, -1)
+    assert (rows - rows[:, :1]).abs().max() == 0
+    assert len({tuple(r[0].tolist()) for r in rows}) > 1
+
+
+def test_nan_samples_are_counted_not_hidden(tiny_ckpt, tmp_path):
+    """A model whose prior is NaN: every sample is reported as non-finite and drawn black."""
+    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("top_prior.top"))
+    ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], float("nan"))
+    broken = tmp_path / "nan.ckpt"
+    torch.save(ckpt, broken)
+    info = sample_to_file(broken, "grid", n=9, temperature=1.0, out=tmp_path / "nan.png")
+    assert info["non_finite"] == 9 == read_json(tmp_path / "nan.json")["non_finite"]
+    assert read_png(tmp_path / "nan.png").max() == 0

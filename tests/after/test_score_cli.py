@@ -1,0 +1,117 @@
+"""score.py: per-image bits/dim that match eval.py, OOD sets, AUROC, importance-weighted bounds."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from glowlab.after.loading import load_trained
+from glowlab.after.ood import TRANSFORMS, ood_data_config, transform_batch
+from glowlab.after.scoring import _batches, auroc, image_bpd, log_mean_exp_bpd, score_checkpoint
+from glowlab.training.run import build_datamodule, evaluate
+from tests.after.conftest import read_json
+from tests.training.conftest import compose_config, run_script
+
+
+def test_score_cli_csv_matches_eval_and_separates_noise(tiny_ckpt, tmp_path):
+    """One CSV row per image of the test set and of the noise set; the test rows' mean bpd equals
+    eval.py's test bpd on the same checkpoint; digits vs uniform noise gives AUROC >= 0.9."""
+    out = tmp_path / "scores"
+    proc = run_script("score.py", f"ckpt_path={tiny_ckpt}", "ood_data=noise", f"out={out}",
+                      f"hydra.run.dir={tmp_path / 'hydra'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert list(rows[0]) == ["index", "label", "bpd", "dataset", "ood"]
+    test_rows = [r for r in rows if r["ood"] == "0"]
+    noise_rows = [r for r in rows if r["ood"] == "1"]
+    assert len(test_rows) == len(noise_rows) == 360  # digits' test split
+    assert [int(r["index"]) for r in test_rows] == list(range(360))
+    assert {r["dataset"] for r in test_rows} == {"digits"} and {r["dataset"] for r in noise_rows} == {"noise"}
+    assert all(0 <= int(r["label"]) <= 9 for r in test_rows)
+    mean_bpd = sum(float(r["bpd"]) for r in test_rows) / len(test_rows)
+
+    eval_metrics = evaluate(compose_config("eval", [f"ckpt_path={tiny_ckpt}", "trainer=cpu",
+                                                    "extras.print_config=false"], tmp_path / "eval"))
+    assert mean_bpd == pytest.approx(eval_metrics["test/bpd"], abs=0.01)
+
+    summary = read_json(out / "summary.json")
+    assert summary["auroc_bpd"] >= 0.9, summary
+    assert summary["test_bpd_mean"] < summary["ood_bpd_mean"]
+    assert 0.0 <= summary["auroc_typicality"] <= 1.0 and summary["num_train"] > 1000
+    assert (out / "histogram.png").stat().st_size > 1000
+
+
+def test_same_dataset_as_ood_gives_chance_auroc(tiny_ckpt, tmp_path):
+    """The model's own dataset named as the OOD set: identical scores, AUROC exactly 0.5."""
+    s = score_checkpoint(tiny_ckpt, "digits", out=tmp_path, train_limit=64)
+    assert s["num_ood"] == s["num_test"] == 360
+    assert s["auroc_bpd"] == 0.5 and s["ood_bpd_mean"] == pytest.approx(s["test_bpd_mean"], abs=1e-9)
+
+
+def test_ood_dataset_with_another_shape_names_both(tiny_ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"\(1, 28, 28\).*\(1, 8, 8\).*ood.image_size=8"):
+        score_checkpoint(tiny_ckpt, "fashion_mnist", out=tmp_path)
+
+
+def test_ood_config_keeps_the_models_preprocessing(tiny_ckpt):
+    _, data_config = load_trained(tiny_ckpt)
+    cfg = ood_data_config(data_config, "mnist_idx", {"shared_dir": "/somewhere"}, {"image_size": 8})
+    assert (cfg.dataset, cfg.n_bits, cfg.image_size, cfg.idx_file) == ("mnist_idx", 5, 8, "t10k")
+    assert cfg.root == "/somewhere/data/mnist"
+
+
+def test_builtin_transforms():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 32, (5, 3, 4, 4), generator=g).to(torch.uint8)
+    noise = transform_batch("noise", x, 5, g)
+    assert noise.dtype == torch.uint8 and noise.shape == x.shape and int(noise.max()) <= 31
+    assert len(noise.unique()) > 16  # spread over the 32 levels
+    assert torch.equal(transform_batch("inverted", transform_batch("inverted", x, 5, g), 5, g), x)
+    assert int((transform_batch("inverted", x, 5, g).long() + x.long()).unique()) == 31
+    shuffled = transform_batch("shuffled_pixels", x, 5, g)
+    assert not torch.equal(shuffled, x)
+    for a, b in zip(x.flatten(2).transpose(1, 2), shuffled.flatten(2).transpose(1, 2)):
+        # the same (channel vector) pixels, in another order
+        assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
+    with pytest.raises(ValueError, match="noise"):
+        transform_batch("blur", x, 5, g)
+    assert set(TRANSFORMS) == {"noise", "inverted", "shuffled_pixels"}
+
+
+def test_auroc_counts_ties_as_half():
+    assert auroc([1.0, 2.0], [3.0, 4.0]) == 1.0
+    assert auroc([3.0, 4.0], [1.0, 2.0]) == 0.0
+    assert auroc([1.0, 1.0], [1.0, 1.0]) == 0.5
+    assert auroc([1.0, 2.0], [2.0, 3.0]) == pytest.approx(0.875)
+    assert auroc([1.0], [float("nan")]) == 1.0  # non-finite counts as most anomalous
+
+
+def test_log_mean_exp_bpd():
+    d = 64
+    one = torch.tensor([[3.0, 4.0]])
+    assert torch.allclose(log_mean_exp_bpd(one, d), one[0].double())
+    two = torch.tensor([[3.0], [3.0 + 1.0 / d]])  # probabilities P and P/2
+    expected = 3.0 - math.log2(0.75) / d
+    assert log_mean_exp_bpd(two, d).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_k_draws_give_a_tighter_bound(tiny_ckpt):
+    """k=4 draws: each image's bpd is at most the mean of its 4 single-draw bpds (Jensen), and
+    draw 0 is eval's deterministic noise."""
+    module, data_config = load_trained(tiny_ckpt)
+    dm = build_datamodule(data_config, module.model.image_shape)
+    dm.setup("test")
+    k4, _ = image_bpd(module, _batches(dm.test_dataset, 64, limit=64), k=4)
+    seed = module.hparams.eval_seed
+    singles = []
+    for j in range(4):
+        module.hparams.eval_seed = seed + j
+        singles.append(image_bpd(module, _batches(dm.test_dataset, 64, limit=64), k=1)[0])
+    module.hparams.eval_seed = seed
+    singles = torch.stack(singles)
+    assert (k4 <= singles.mean(0) + 1e-9).all()
+    assert (k4 < singles.mean(0)).float().mean() > 0.9
+    assert not torch.equal(singles[0], singles[1])
