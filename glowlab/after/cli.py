@@ -23,8 +23,9 @@ def _sample(cfg: DictConfig) -> dict:
     from glowlab.after.sampling import sample_to_file
 
     apply_extras(cfg)
-    info = sample_to_file(cfg.ckpt_path, cfg.mode, cfg.n, cfg.temperature, list(cfg.temperatures), cfg.nrow,
-                          cfg.pairs, cfg.steps, cfg.seed, cfg.out, cfg.device, _container(cfg.get("data")))
+    info = sample_to_file(cfg.ckpt_path, mode=cfg.mode, n=cfg.n, temperature=cfg.temperature,
+                          temperatures=list(cfg.temperatures), nrow=cfg.nrow, pairs=cfg.pairs, steps=cfg.steps,
+                          seed=cfg.seed, out=cfg.out, device=cfg.device, data=_container(cfg.get("data")))
     bad = f"; {info['non_finite']} of {info['num_images']} samples were NaN/inf (drawn black)" if info["non_finite"] else ""
     print(f"wrote {info['png']} ({info['rows']} x {info['nrow']} images){bad}")
     return info
@@ -35,9 +36,10 @@ def _score(cfg: DictConfig) -> dict:
     from glowlab.after.scoring import score_checkpoint
 
     apply_extras(cfg)
-    s = score_checkpoint(cfg.ckpt_path, cfg.ood_data, cfg.k, cfg.limit, cfg.train_limit, cfg.batch_size,
-                         cfg.seed, cfg.out, cfg.device, _container(cfg.get("data")), _container(cfg.get("ood")),
-                         cfg.paths)
+    s = score_checkpoint(cfg.ckpt_path, ood_data=cfg.ood_data, k=cfg.k, limit=cfg.limit,
+                         train_limit=cfg.train_limit, batch_size=cfg.batch_size, seed=cfg.seed, out=cfg.out,
+                         device=cfg.device, data=_container(cfg.get("data")), ood=_container(cfg.get("ood")),
+                         paths=cfg.paths)
     keys = ("test_bpd_mean", "ood_bpd_mean", "train_bpd_mean", "auroc_bpd", "auroc_typicality", "non_finite")
     print(json.dumps({k: s[k] for k in keys}, indent=2))
     print(f"wrote {s['csv']} and {s['histogram']}")

@@ -60,7 +60,8 @@ class AffineCoupling(Flow):
     * ``scale_fn="tanh"`` (RealNVP): ``log s = scale * tanh(h_s)`` with a learned per-channel scale.
 
     Logdet ``[B]`` nats: the sum of ``log s`` over part ``b``. The network's last layer is
-    zero-initialised, so the layer starts as the identity.
+    zero-initialised, so the layer starts at ``t = 0`` and a constant scale (``sigmoid(2)`` for
+    Glow, 1 for tanh): the identity up to a scale.
 
     Masks: ``"channel"`` keeps the first ``C // 2`` channels (``parity=1`` keeps the last ones);
     ``"checkerboard"`` keeps the pixels with ``(i + j) % 2 == parity`` in every channel.

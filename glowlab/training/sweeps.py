@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,11 +39,18 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _is_rank_zero() -> bool:
+    """False in the extra processes a DDP launcher starts: only rank 0 writes status files."""
+    return all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def _output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
 def _write_status(out: Path, **fields: Any) -> None:
+    if not _is_rank_zero():
+        return
     path = out / STATUS_FILE
     old = json.loads(path.read_text()) if path.is_file() else {}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,11 +91,11 @@ class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._start = time.time()
         stale = _output_dir() / STATUS_FILE
-        if self.enabled and stale.is_file():
+        if self.enabled and _is_rank_zero() and stale.is_file():
             stale.unlink()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.enabled or not _is_rank_zero():
             return
         out = _output_dir()
         path = out / STATUS_FILE
@@ -102,7 +110,7 @@ class SweepSummary(Callback):
         _write_status(out, **fields)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.enabled:
+        if self.enabled and _is_rank_zero():
             rows = write_summary(Path(str(config.hydra.sweep.dir)))
             failed = sum(r["status"] != "ok" for r in rows)
             log.info("sweep summary: %d jobs, %d failed, in %s/summary.md", len(rows), failed, config.hydra.sweep.dir)

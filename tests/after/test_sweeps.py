@@ -90,8 +90,8 @@ def test_hparams_search_configs_compose(name):
 
 
 def test_failed_job_returns_the_worst_value(monkeypatch, tmp_path):
-    """Inside a multirun a crashing job returns inf (finite for no sweeper, never nan, which optuna
-    2.10 cannot record) and leaves its error in status.json."""
+    """Inside a multirun a crashing or diverged job returns inf (-inf when maximising; never nan,
+    which optuna 2.10 cannot record) and leaves its error in status.json."""
     from glowlab.training import sweeps
 
     class Hydra:  # the parts of HydraConfig.get() that run_sweep_job reads

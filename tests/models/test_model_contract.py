@@ -51,14 +51,19 @@ MODELS = {
 model_names = pytest.mark.parametrize("name", list(MODELS))
 
 
+def labels_for(name: str, n: int):
+    """Labels ``[n]`` cycling over the classes of a class-conditional model, else None."""
+    num_classes = MODELS[name].num_classes
+    return torch.arange(n) % num_classes if num_classes else None
+
+
 def make(name: str, seed: int = 0, batch: int = BATCH):
     """Build model ``name`` (RNG seeded with ``seed``), a batch in model space and its labels (or None)."""
     case = MODELS[name]
     torch.manual_seed(seed)
     model = case.build()
     x = torch.rand(batch, *case.image_shape) - 0.5
-    labels = torch.arange(batch) % case.num_classes if case.num_classes else None
-    return model, x, labels
+    return model, x, labels_for(name, batch)
 
 
 def prepared(name: str, core_helpers):
@@ -208,7 +213,7 @@ def test_glow_on_28x28_with_two_levels_works(tol):
 def test_sample_shapes_finiteness_and_dtype(name, core_helpers):
     """sample(n, temperature) gives n finite images of the model's shape and dtype."""
     model, _, _ = prepared(name, core_helpers)
-    labels = torch.arange(5) % MODELS[name].num_classes if MODELS[name].num_classes else None
+    labels = labels_for(name, 5)
     model.eval()
     for temperature in (0.7, 1.0):
         images = model.sample(5, temperature, labels)
@@ -222,7 +227,7 @@ def test_temperature_zero_is_the_deterministic_mean_path(name, core_helpers, tol
     """At temperature 0 every latent is its prior mean: two calls give the same images, and encoding
     them gives back the top prior's mean."""
     model, _, _ = prepared(name, core_helpers)
-    labels = torch.arange(4) % MODELS[name].num_classes if MODELS[name].num_classes else None
+    labels = labels_for(name, 4)
     model.eval()
     first = model.sample(4, 0.0, labels)
     torch.rand(10), torch.randn(10)  # move the global RNG on
@@ -276,7 +281,7 @@ def test_class_conditional_sampling_needs_labels_and_uses_them(core_helpers):
 def test_samples_are_invertible(name, core_helpers, tol):
     """Encoding a sample and decoding the latents returns the sample."""
     model, _, _ = prepared(name, core_helpers)
-    labels = torch.arange(4) % MODELS[name].num_classes if MODELS[name].num_classes else None
+    labels = labels_for(name, 4)
     model.eval()
     with torch.no_grad():
         images = model.sample(4, 0.8, labels)
