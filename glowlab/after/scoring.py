@@ -99,21 +99,28 @@ def auroc(in_scores, out_scores) -> float:
 def plot_histogram(in_bpd, ood_bpd, path: str | Path, in_name: str, ood_name: str,
                    train_mean: float | None = None, title: str = "") -> Path:
     """Overlaid histograms of in-distribution and OOD bits/dim (finite values), written as a PNG
-    (matplotlib's object API, so no global backend is changed)."""
+    (matplotlib's object API, so no global backend is changed). The bpd axis is logarithmic when
+    the values span more than a factor of 20."""
     from matplotlib.figure import Figure
 
     a, b = np.asarray(in_bpd, float), np.asarray(ood_bpd, float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     both = np.concatenate([a, b])
-    bins = np.linspace(both.min(), both.max(), 50) if both.size and both.min() < both.max() else 50
     fig = Figure(figsize=(6, 3.5), dpi=100)
     ax = fig.subplots()
-    ax.hist(a, bins=bins, alpha=0.6, label=f"{in_name} (test, {a.size})", density=True)
-    ax.hist(b, bins=bins, alpha=0.6, label=f"{ood_name} (OOD, {b.size})", density=True)
+    bins = 50
+    if both.size and both.min() < both.max():
+        lo, hi = both.min(), both.max()
+        wide = lo > 0 and hi / lo > 20  # e.g. noise at hundreds of bpd: log-spaced bins keep both visible
+        bins = np.geomspace(lo, hi, 60) if wide else np.linspace(lo, hi, 50)
+        if wide:
+            ax.set_xscale("log")
+    for values, label in ((a, f"{in_name} (test, {a.size})"), (b, f"{ood_name} (OOD, {b.size})")):
+        ax.hist(values, bins=bins, alpha=0.6, label=label, weights=np.full(values.size, 1.0 / max(values.size, 1)))
     if train_mean is not None and math.isfinite(train_mean):
         ax.axvline(train_mean, color="k", ls="--", lw=1, label=f"train mean {train_mean:.3f}")
     ax.set_xlabel("bits/dim")
-    ax.set_ylabel("density")
+    ax.set_ylabel("fraction of images")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -42,7 +42,8 @@ class _CachedWeight(Flow):
         return tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
 
     def _get(self, dtype: torch.dtype, need_inverse: bool):
-        if self.training or torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+        if (self.training or torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+                or torch.compiler.is_compiling()):  # compiled graphs compute (or constant-fold) it in-graph
             w, lad = self._weight_and_logabsdet()
             w_inv = torch.linalg.inv(w.double()).to(dtype) if need_inverse else None
             return w.to(dtype), w_inv, lad

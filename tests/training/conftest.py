@@ -47,7 +47,8 @@ def train_cfg(tmp_path):
 
 def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a repo entry point (``train.py``/``eval.py``/...) in a fresh process, offline."""
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), HYDRA_FULL_ERROR="0")
+    # one thread per process: tests run 2 at a time on 2 cores
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
     env.pop("WANDB_MODE", None)  # offline mode must come from the config alone
     return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
