@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench.py --config small|cifar|mnist [--device cpu|cuda]
         [--precision 32|bf16-mixed|16-mixed] [--memory-saving none|checkpoint|reversible[,...]]
-        [--baseline] [--compile] [--json out.json]
+        [--baseline] [--compile] [--optimizer adam|adam-foreach|adam-fused] [--repeat N] [--json out.json]
 
 For each configuration and memory-saving mode it measures, in a fresh subprocess (so that the
 peak memory of one measurement does not leak into the next):
@@ -15,10 +15,12 @@ peak memory of one measurement does not leak into the next):
 * ``sample``: sampling throughput in images/s, 64 samples at temperature 0.7 (median of
   ``--sample-reps`` draws, eval mode, no grad);
 * ``log_prob``: evaluation throughput in images/s (eval mode, no grad, batch of the config);
-* ``peak_mem``: peak memory of the training phase: the process's peak RSS on the CPU (it
-  includes the Python interpreter and torch, about 0.3 GB), ``torch.cuda.max_memory_allocated``
-  on a GPU. ``base_mem`` is the RSS (or allocated memory) once model and data exist, before the
-  first step, so ``peak_mem - base_mem`` is what training adds (activations, gradients, Adam).
+* ``peak_mem``: peak memory of a training step, in a separate fresh worker: the process's peak
+  RSS on the CPU (it includes the interpreter and torch, about 0.35 GB; measured with an allocator
+  setting that makes RSS follow the live tensors, see ``measure_memory``),
+  ``torch.cuda.max_memory_allocated`` on a GPU. ``steady_mem`` is what persists between steps
+  (parameters, Adam state; on the CPU also the interpreter and torch), so ``peak_mem - steady_mem``
+  is what a step adds: activations, gradients and temporaries.
 
 ``--baseline`` also runs ``scripts/plain_glow.py``, a deliberately plain PyTorch Glow of the same
 architecture, and prints the speedups. Timings on a shared machine are noisy: check ``uptime``,
@@ -113,16 +115,17 @@ def measure(spec: dict) -> dict:
     model = build_model(spec).to(device)
     if spec.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt_kwargs = {"adam": {}, "adam-foreach": {"foreach": True}, "adam-fused": {"fused": True}}[spec["optimizer"]]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **opt_kwargs)
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, *cfg["image_shape"], generator=gen) - 0.5).to(device)
     precision = spec["precision"]
     amp_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     autocast = (lambda: torch.autocast(device, dtype=amp_dtype)) if amp_dtype else nullcontext
     scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
-    log_prob = model.log_prob
     if spec.get("compile"):
-        log_prob = torch.compile(model.log_prob)
+        model.compile()
+    log_prob = model.log_prob
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -137,17 +140,13 @@ def measure(spec: dict) -> dict:
             opt.step()
         return loss
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-    else:
-        base_mem = _rss_bytes()
     model.train()
+    if spec.get("phase") == "memory":
+        return measure_memory(spec, model, opt, train_step)
     for _ in range(spec["warmup"]):
         train_step()
     train_s = _median_time(train_step, spec["steps"], device)
     loss = float(train_step())
-    peak_mem = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss_bytes()
 
     model.eval()
     with torch.no_grad():
@@ -167,34 +166,87 @@ def measure(spec: dict) -> dict:
         sample_s = _median_time(sample, spec["sample_reps"], device)
     return dict(
         config=spec["config"], impl=spec["impl"], memory_saving=spec["memory_saving"], device=device,
+        optimizer=spec["optimizer"],
         precision=precision, batch=batch, compile=bool(spec.get("compile")),
         train_img_s=batch / train_s, sample_img_s=SAMPLES / sample_s, log_prob_img_s=batch / lp_s,
-        peak_mem_gb=peak_mem / 2**30, base_mem_gb=base_mem / 2**30, final_loss=loss,
+        final_loss=loss,
         sample_finite=sample_finite, train_steps=spec["steps"],
         params_m=sum(p.numel() for p in model.parameters()) / 1e6,
     )
+
+
+def measure_memory(spec: dict, model, opt, train_step) -> dict:
+    """Peak memory of one training step (after two warm-up steps, the first of which initialises
+    ActNorm). ``steady`` is what persists between steps (interpreter and torch, parameters, Adam
+    state); ``peak - steady`` is what a step adds (activations, gradients, temporaries).
+
+    On the CPU this runs in a worker started with ``MALLOC_MMAP_THRESHOLD_=65536``, so that every
+    tensor above 64 KiB is its own mapping and is returned to the OS when freed: the RSS then follows
+    the live tensors, and the kernel's high-water mark (``VmHWM``, reset through
+    ``/proc/self/clear_refs``) is the step's true peak rather than the allocator's hoard.
+    """
+    import gc
+
+    import torch
+
+    device = spec["device"]
+    for _ in range(2):
+        train_step()
+    opt.zero_grad(set_to_none=True)
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        steady = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        train_step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        steady = _rss_bytes()
+        with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
+            f.write("5")
+        train_step()
+        peak = _status_bytes("VmHWM")
+    return dict(peak_mem_gb=peak / 2**30, steady_mem_gb=steady / 2**30)
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 # -- the driver -------------------------------------------------------------------------------------
 def run_worker(spec: dict) -> dict:
     """Run one measurement in a fresh interpreter and return its result."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if spec.get("phase") == "memory" and spec["device"] == "cpu":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # see measure_memory
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {spec}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _mem(r: dict, what: str) -> str:
+    if "peak_mem_gb" not in r:
+        return "-"
+    return f"{r['peak_mem_gb']:.2f}" if what == "peak" else f"{r['peak_mem_gb'] - r['steady_mem_gb']:.2f}"
+
+
 def _table(rows: list[dict]) -> str:
-    head = ["config", "impl", "memory_saving", "precision", "batch", "train img/s", "sample img/s",
-            "log_prob img/s", "peak mem GB", "train adds GB"]
+    head = ["config", "impl", "memory_saving", "precision", "optimizer", "batch", "train img/s", "sample img/s",
+            "log_prob img/s", "peak mem GB", "step adds GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         impl = r["impl"] + (" +compile" if r.get("compile") else "")
         lines.append("| " + " | ".join([
-            r["config"], impl, r["memory_saving"] if r["impl"] != "plain" else "-", r["precision"], str(r["batch"]),
-            f"{r['train_img_s']:.1f}", f"{r['sample_img_s']:.1f}", f"{r['log_prob_img_s']:.1f}",
-            f"{r['peak_mem_gb']:.2f}", f"{r['peak_mem_gb'] - r['base_mem_gb']:.2f}",
+            r["config"], impl, r["memory_saving"] if r["impl"] != "plain" else "-", r["precision"], r["optimizer"],
+            str(r["batch"]), f"{r['train_img_s']:.1f}", f"{r['sample_img_s']:.1f}", f"{r['log_prob_img_s']:.1f}",
+            _mem(r, "peak"), _mem(r, "adds"),
         ]) + " |")
     return "\n".join(lines)
 
@@ -208,7 +260,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--memory-saving", default="none",
                    help="none, checkpoint or reversible (comma-separated for several)")
     p.add_argument("--baseline", action="store_true", help="also measure the plain PyTorch Glow (scripts/plain_glow.py)")
-    p.add_argument("--compile", action="store_true", help="torch.compile(model.log_prob) (glowlab only)")
+    p.add_argument("--compile", action="store_true", help="model.compile(): torch.compile each level (glowlab only)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adam-foreach", "adam-fused"],
+                   help="torch.optim.Adam with its defaults (a plain for-loop over parameters on the CPU), "
+                        "foreach=True or fused=True; the same for every row")
     p.add_argument("--batch", type=int, default=None, help="override the config's batch size")
     p.add_argument("--steps", type=int, default=10, help="timed training steps (the median is reported; >= 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (ActNorm init, allocator)")
@@ -216,6 +271,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--eval-reps", type=int, default=5, help="timed log_prob evaluations")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     p.add_argument("--channels-last", action="store_true", help="model.to(memory_format=channels_last)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="measure every row this many times, round-robin, and report the medians")
     p.add_argument("--json", default=None, help="write the results (and the machine) to this JSON file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -244,15 +302,31 @@ def main(argv=None) -> list[dict]:
         specs += [dict(impl="glowlab", memory_saving=m) for m in modes]
         for s in specs:
             s.update(config=config, device=args.device, precision=args.precision, steps=args.steps,
+                     optimizer=args.optimizer,
                      warmup=args.warmup, eval_reps=args.eval_reps, threads=args.threads, batch=args.batch,
                      sample_reps=args.sample_reps or (3 if config == "cifar" and args.device == "cpu" else 5),
                      compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last)
-            t0 = time.time()
-            r = run_worker(s)
-            r["wall_s"] = time.time() - t0
-            print(f"  {config:6s} {r['impl']:8s} {r['memory_saving']:10s} train {r['train_img_s']:8.1f} img/s  "
-                  f"sample {r['sample_img_s']:8.1f} img/s  log_prob {r['log_prob_img_s']:8.1f} img/s  "
-                  f"peak {r['peak_mem_gb']:.2f} GB  ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+        # --repeat rounds run the rows round-robin, so a burst of load on a shared machine hits one
+        # round of every row rather than all rounds of one row; the table shows per-row medians
+        rounds: list[list[dict]] = [[] for _ in specs]
+        for rep in range(args.repeat):
+            for i, s in enumerate(specs):
+                t0 = time.time()
+                r = run_worker(s)
+                if not args.no_memory and rep == 0:
+                    r.update(run_worker(dict(s, phase="memory")))
+                r["wall_s"] = time.time() - t0
+                print(f"  [{rep + 1}/{args.repeat}] {config:6s} {r['impl']:8s} {r['memory_saving']:10s} "
+                      f"train {r['train_img_s']:8.1f} img/s  sample {r['sample_img_s']:8.1f} img/s  "
+                      f"log_prob {r['log_prob_img_s']:8.1f} img/s  peak {_mem(r, 'peak')} GB  ({r['wall_s']:.0f} s)",
+                      file=sys.stderr, flush=True)
+                rounds[i].append(r)
+        for runs in rounds:
+            r = dict(runs[0])
+            for key in ("train_img_s", "sample_img_s", "log_prob_img_s"):
+                r[key] = statistics.median(run[key] for run in runs)
+                r[key + "_all"] = [run[key] for run in runs]
+            r["repeats"] = len(runs)
             rows.append(r)
     print(_table(rows))
     speedups = []
@@ -267,9 +341,12 @@ def main(argv=None) -> list[dict]:
                 speedups.append(f"{config} {r['memory_saving']}: train x{r['train_img_s'] / base['train_img_s']:.2f}, "
                                 f"sample x{r['sample_img_s'] / base['sample_img_s']:.2f}, "
                                 f"log_prob x{r['log_prob_img_s'] / base['log_prob_img_s']:.2f} vs plain")
-            if ref_none and r is not ref_none:
+            if ref_none and r is not ref_none and "peak_mem_gb" in r:
+                adds = r["peak_mem_gb"] - r["steady_mem_gb"]
+                adds_none = ref_none["peak_mem_gb"] - ref_none["steady_mem_gb"]
                 speedups.append(f"{config} {r['memory_saving']}: peak memory {r['peak_mem_gb'] / ref_none['peak_mem_gb']:.2f}"
-                                f" of none (training adds {(r['peak_mem_gb'] - r['base_mem_gb']) / max(ref_none['peak_mem_gb'] - ref_none['base_mem_gb'], 1e-9):.2f} of none's)")
+                                f" of none's; a step adds {adds / max(adds_none, 1e-9):.2f} of what it adds with none; "
+                                f"train speed x{r['train_img_s'] / ref_none['train_img_s']:.2f} of none")
     if speedups:
         print("\n" + "\n".join(speedups))
     try:

@@ -11,6 +11,7 @@ from glowlab.flows.coupling import AdditiveCoupling, AffineCoupling, MLPAdditive
 from glowlab.flows.invconv import InvConv1x1, InvConv1x1LU
 from glowlab.flows.nets import MLP, CouplingNet, ResNetCouplingNet, ZeroConv2d
 from glowlab.flows.permutation import Reverse, Shuffle
+from glowlab.flows.reversible import MEMORY_SAVING_MODES, MemorySavingSequence, reversible_forward
 from glowlab.flows.scaling import DiagonalScale
 from glowlab.flows.split import LearnedPrior, Split, gaussian_log_prob
 from glowlab.flows.squeeze import Squeeze, Unsqueeze, squeeze2d, unsqueeze2d
@@ -20,4 +21,5 @@ __all__ = [
     "Shuffle", "AffineCoupling", "AdditiveCoupling", "MLPAdditiveCoupling", "checkerboard_mask",
     "CouplingNet", "ResNetCouplingNet", "MLP", "ZeroConv2d", "DiagonalScale", "Split",
     "LearnedPrior", "gaussian_log_prob", "Squeeze", "Unsqueeze", "squeeze2d", "unsqueeze2d",
+    "MemorySavingSequence", "MEMORY_SAVING_MODES", "reversible_forward",
 ]

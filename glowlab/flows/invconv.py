@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from glowlab.flows.base import Flow, logdet_dtype
@@ -17,11 +16,20 @@ def random_orthogonal(n: int, generator: torch.Generator | None = None) -> torch
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
+def _mix_channels(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y[b, o, h, w] = sum_c w[o, c] x[b, c, h, w]``: a 1x1 convolution as a batched matrix
+    product (cheaper than oneDNN's ``conv2d`` for the few channels of a flow on the CPU)."""
+    return torch.matmul(w, x.flatten(2)).view(x.shape[0], w.shape[0], *x.shape[2:])
+
+
 class _CachedWeight(Flow):
     """Shared machinery: ``y = W x`` per pixel, with (W, W^-1, log|det W|) cached in eval mode.
 
     The cache key holds every parameter's storage pointer and version counter, which change on
-    optimiser steps, ``load_state_dict`` and ``.to()``, so a stale weight is never used.
+    optimiser steps, ``load_state_dict`` and ``.to()``, so a stale weight is never used. The fused
+    optimisers (``torch.optim.Adam(..., fused=True)``) update parameters in place *without* bumping
+    their version counters, so the cache is also dropped whenever the mode changes
+    (``train()``/``eval()``): a training step followed by evaluation always recomputes.
 
     The map runs with autocast disabled, in the input's dtype (float32 or wider): the 1x1 conv is
     cheap next to the coupling networks, and keeping it exact keeps the inverse exact.
@@ -40,6 +48,10 @@ class _CachedWeight(Flow):
 
     def _key(self):
         return tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
 
     def _get(self, dtype: torch.dtype, need_inverse: bool):
         if (self.training or torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
@@ -65,7 +77,7 @@ class _CachedWeight(Flow):
         self._check(x)
         with torch.autocast(x.device.type, enabled=False):
             w, _, lad = self._get(x.dtype, need_inverse=False)
-            y = F.conv2d(x, w.view(*w.shape, 1, 1))
+            y = _mix_channels(w, x)
         hw = x.shape[2] * x.shape[3]
         logdet = (lad.to(logdet_dtype(x)) * hw).expand(x.shape[0])
         return y, logdet
@@ -74,7 +86,7 @@ class _CachedWeight(Flow):
         self._check(y)
         with torch.autocast(y.device.type, enabled=False):
             _, w_inv, _ = self._get(y.dtype, need_inverse=True)
-            return F.conv2d(y, w_inv.view(*w_inv.shape, 1, 1))
+            return _mix_channels(w_inv, y)
 
 
 class InvConv1x1(_CachedWeight):

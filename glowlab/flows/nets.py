@@ -74,15 +74,37 @@ class CouplingNet(nn.Module):
         # ReLUs run in place (a conv's backward does not need its output).
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        h = F.relu(_folded_conv(conv1, norm1, x, padding=1), inplace=True)
-        h = F.relu(_folded_conv(conv2, norm2, h, padding=0), inplace=True)
-        return out(h)
+        w1, b1 = _fold(conv1, norm1)
+        w2, b2 = _fold(conv2, norm2)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(F.conv2d(x, w1, b1, 1, 1), inplace=True)
+            h = F.relu(F.conv2d(h, w2, b2), inplace=True)
+            return out(h)
+
+        n = _inference_chunk(x, conv1.out_channels)
+        if n < x.shape[0]:  # cache blocking: same values, hidden activations stay small
+            return torch.cat([run(c) for c in x.split(n)])
+        return run(x)
 
 
-def _folded_conv(conv: nn.Conv2d, norm: ActNorm, x: torch.Tensor, padding: int) -> torch.Tensor:
-    """``norm(conv(x))`` for a bias-free ``conv`` as one convolution."""
+_CHUNK_BYTES = 8 << 20
+
+
+def _inference_chunk(x: torch.Tensor, hidden_channels: int) -> int:
+    """Images per chunk for a no-grad CPU pass, so a hidden activation stays under ~8 MiB (in the
+    CPU caches, and below the allocator's mmap threshold): at 16x16 with 512 hidden channels,
+    sampling 64 images runs as 4 chunks of 16, about 1.5x faster. With grad: the whole batch."""
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return x.shape[0]
+    per_image = hidden_channels * x.shape[2] * x.shape[3] * x.element_size()
+    return max(1, _CHUNK_BYTES // per_image)
+
+
+def _fold(conv: nn.Conv2d, norm: ActNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``norm(conv(x))`` for a bias-free ``conv``, as one convolution."""
     scale = norm.log_scale.exp()
-    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), norm.loc * scale, 1, padding)
+    return conv.weight * scale.view(-1, 1, 1, 1), norm.loc * scale
 
 
 class _ResidualBlock(nn.Module):

@@ -74,10 +74,7 @@ def _needs_actnorm_init(module: nn.Module) -> bool:
     return any(isinstance(m, ActNorm) and not m.is_initialized() for m in module.modules())
 
 
-# -- per-flow recomputation ------------------------------------------------------------------------
-# A recompute function takes (flow, y, cond, g_y, g_ld, inputs_needed) under enable_grad and returns
-# (x, grads): x the flow's reconstructed input (detached), grads a dict with "x" (the gradient w.r.t.
-# the input, or None), "cond" and the gradient of every parameter (keyed by the parameter object id).
+# -- per-flow recomputation (the reversible backward step of one flow) ---------------------------------
 
 _RECOMPUTE: dict[type, Callable] = {}
 
@@ -85,9 +82,12 @@ _RECOMPUTE: dict[type, Callable] = {}
 def register_recompute(cls: type):
     """Register a specialised reversible backward step for flows of type ``cls`` (and subclasses).
 
-    The function receives ``(flow, y, cond, grad_y, grad_logdet, params)`` and returns
-    ``(x, grad_x, grad_cond, grad_params)``: the reconstructed input (no graph), the gradient of
-    the loss w.r.t. that input, w.r.t. ``cond`` (or None) and w.r.t. each of ``params``.
+    The function runs with grad enabled and receives ``(flow, y, cond, grad_y, grad_logdet,
+    params, need_x)``; it returns ``(x, grad_x, grad_cond, grad_params)``: the flow's input
+    reconstructed from its output ``y`` (no graph), the gradient of the loss w.r.t. that input
+    (None unless ``need_x``), w.r.t. ``cond`` (None unless it requires grad) and w.r.t. each of
+    ``params`` (None where unused). The default inverts the flow, then backpropagates through a
+    re-run of its forward.
     """
 
     def deco(fn):

