@@ -51,10 +51,18 @@ CONFIGS = {
     "small": dict(image_shape=(3, 32, 32), levels=3, depth=8, hidden_channels=128, batch={"cpu": 32, "cuda": 32}),
     "cifar": dict(image_shape=(3, 32, 32), levels=3, depth=32, hidden_channels=512, batch={"cpu": 16, "cuda": 64}),
     "mnist": dict(image_shape=(1, 28, 28), levels=2, depth=16, hidden_channels=128, batch={"cpu": 64, "cuda": 64}),
+    "tiny": dict(image_shape=(3, 8, 8), levels=2, depth=2, hidden_channels=8, batch={"cpu": 4, "cuda": 4}),  # tests
 }
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 MODES = ("none", "checkpoint", "reversible")
 SAMPLES, TEMPERATURE = 64, 0.7
+# glibc settings for the timing workers (every row, the baseline included): tensors up to 32 MiB
+# come from the heap, which is never trimmed, so freed activations are reused instead of being
+# returned to the OS and page-faulted back in on the next batch. Page faults are slow in a VM; with
+# glibc's defaults a measurement depends on what ran before it in the process (e.g. sampling after a
+# memory-hungry training phase is faster than after a lean one). `--malloc system` keeps the defaults.
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(16 << 30),
+                "MALLOC_TOP_PAD_": str(64 << 20)}
 
 
 # -- the measurement (runs in a worker subprocess) ------------------------------------------------
@@ -166,7 +174,7 @@ def measure(spec: dict) -> dict:
         sample_s = _median_time(sample, spec["sample_reps"], device)
     return dict(
         config=spec["config"], impl=spec["impl"], memory_saving=spec["memory_saving"], device=device,
-        optimizer=spec["optimizer"],
+        optimizer=spec["optimizer"], malloc=spec.get("malloc", "system"),
         precision=precision, batch=batch, compile=bool(spec.get("compile")),
         train_img_s=batch / train_s, sample_img_s=SAMPLES / sample_s, log_prob_img_s=batch / lp_s,
         final_loss=loss,
@@ -225,6 +233,8 @@ def run_worker(spec: dict) -> dict:
     env = dict(os.environ)
     if spec.get("phase") == "memory" and spec["device"] == "cpu":
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # see measure_memory
+    elif spec.get("malloc") == "tuned":
+        env.update(TUNED_MALLOC)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {spec}:\n{proc.stderr[-4000:]}")
@@ -272,6 +282,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     p.add_argument("--channels-last", action="store_true", help="model.to(memory_format=channels_last)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--malloc", default="tuned", choices=["tuned", "system"],
+                   help="glibc allocator settings of the timing workers (see TUNED_MALLOC); the same for every row")
     p.add_argument("--repeat", type=int, default=1,
                    help="measure every row this many times, round-robin, and report the medians")
     p.add_argument("--json", default=None, help="write the results (and the machine) to this JSON file")
@@ -302,7 +314,7 @@ def main(argv=None) -> list[dict]:
         specs += [dict(impl="glowlab", memory_saving=m) for m in modes]
         for s in specs:
             s.update(config=config, device=args.device, precision=args.precision, steps=args.steps,
-                     optimizer=args.optimizer,
+                     optimizer=args.optimizer, malloc=args.malloc,
                      warmup=args.warmup, eval_reps=args.eval_reps, threads=args.threads, batch=args.batch,
                      sample_reps=args.sample_reps or (3 if config == "cifar" and args.device == "cpu" else 5),
                      compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last)
