@@ -227,6 +227,30 @@ def _status_bytes(field: str) -> int:
 
 
 # -- the driver -------------------------------------------------------------------------------------
+def _cpu_busy(interval: float = 1.0) -> float:
+    """Fraction of the machine's CPU time spent busy over ``interval`` seconds (Linux /proc/stat)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(a) for a in f.readline().split()[1:]]
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)
+
+    t1, i1 = read()
+    time.sleep(interval)
+    t2, i2 = read()
+    return 1.0 - (i2 - i1) / max(t2 - t1, 1)
+
+
+def wait_until_quiet(max_wait: float, threshold: float = 0.1) -> float:
+    """Wait (up to ``max_wait`` s) until the CPUs have been idle for 3 s; return the last busy fraction."""
+    start, quiet, busy = time.time(), 0, 0.0
+    while time.time() - start < max_wait:
+        busy = _cpu_busy()
+        quiet = quiet + 1 if busy < threshold else 0
+        if quiet >= 3:
+            break
+    return busy
+
+
 def run_worker(spec: dict) -> dict:
     """Run one measurement in a fresh interpreter and return its result."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
@@ -285,7 +309,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--malloc", default="tuned", choices=["tuned", "system"],
                    help="glibc allocator settings of the timing workers (see TUNED_MALLOC); the same for every row")
     p.add_argument("--repeat", type=int, default=1,
-                   help="measure every row this many times, round-robin, and report the medians")
+                   help="measure every row this many times, round-robin (each a median over --steps)")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="before each measurement, wait up to this long for the CPUs to be idle (shared machines)")
+    p.add_argument("--aggregate", default="median", choices=["median", "best"],
+                   help="how --repeat rounds combine: their median, or the best (the least disturbed by "
+                        "other processes on a shared machine)")
     p.add_argument("--json", default=None, help="write the results (and the machine) to this JSON file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -319,12 +348,14 @@ def main(argv=None) -> list[dict]:
                      sample_reps=args.sample_reps or (3 if config == "cifar" and args.device == "cpu" else 5),
                      compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last)
         # --repeat rounds run the rows round-robin, so a burst of load on a shared machine hits one
-        # round of every row rather than all rounds of one row; the table shows per-row medians
+        # round of every row rather than all rounds of one row
         rounds: list[list[dict]] = [[] for _ in specs]
         for rep in range(args.repeat):
             for i, s in enumerate(specs):
+                busy = wait_until_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                 t0 = time.time()
                 r = run_worker(s)
+                r["cpu_busy_before"] = busy
                 if not args.no_memory and rep == 0:
                     r.update(run_worker(dict(s, phase="memory")))
                 r["wall_s"] = time.time() - t0
@@ -333,10 +364,11 @@ def main(argv=None) -> list[dict]:
                       f"log_prob {r['log_prob_img_s']:8.1f} img/s  peak {_mem(r, 'peak')} GB  ({r['wall_s']:.0f} s)",
                       file=sys.stderr, flush=True)
                 rounds[i].append(r)
+        agg = statistics.median if args.aggregate == "median" else max
         for runs in rounds:
             r = dict(runs[0])
             for key in ("train_img_s", "sample_img_s", "log_prob_img_s"):
-                r[key] = statistics.median(run[key] for run in runs)
+                r[key] = agg(run[key] for run in runs)
                 r[key + "_all"] = [run[key] for run in runs]
             r["repeats"] = len(runs)
             rows.append(r)
