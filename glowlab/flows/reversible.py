@@ -257,6 +257,28 @@ class MemorySavingSequence(FlowSequence):
         if sum(segments) != n or any(s < 1 for s in segments):
             raise ValueError(f"segments {segments} must be positive and sum to the number of flows ({n})")
         self.segments = segments
+        self._all_initialized = False  # host-side: every ActNorm inside is initialised
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._all_initialized = False  # the loaded state may hold uninitialised ActNorms
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @torch.compiler.disable
+    def _initializing_forward(self, x, cond):
+        """The first training batch, eagerly: ActNorm's data-dependent initialisation reads and
+        writes buffers (host syncs), which torch.compile should not trace; compiled graphs only
+        ever see the initialised model."""
+        if not _needs_actnorm_init(self):
+            self._all_initialized = True
+            return None
+        if self.memory_saving == "none" or not self._needs_grad(x, cond):
+            return self._plain(x, cond)
+        # data-dependent initialisation on the real activations, without a graph (so the first
+        # batch does not need the memory of plain autograd); the saving path then sees the
+        # initialised parameters and gives the same outputs as the initialising pass
+        with torch.no_grad():
+            self._plain(x, cond)
+        return None
 
     def extra_repr(self) -> str:
         return f"memory_saving={self.memory_saving!r}"
@@ -273,14 +295,12 @@ class MemorySavingSequence(FlowSequence):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         mode = check_memory_saving(self.memory_saving)
+        if self.training and not self._all_initialized:
+            out = self._initializing_forward(x, cond)
+            if out is not None:
+                return out
         if mode == "none" or not self._needs_grad(x, cond):
             return self._plain(x, cond)
-        if self.training and _needs_actnorm_init(self):
-            # data-dependent initialisation on the real activations, without a graph (so the first
-            # batch does not need the memory of plain autograd); the saving path then sees the
-            # initialised parameters and gives the same outputs as the initialising pass
-            with torch.no_grad():
-                self._plain(x, cond)
         if mode == "reversible":
             return reversible_forward(self.flows, x, cond)
         logdet = x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
