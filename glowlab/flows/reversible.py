@@ -258,16 +258,40 @@ class MemorySavingSequence(FlowSequence):
             raise ValueError(f"segments {segments} must be positive and sum to the number of flows ({n})")
         self.segments = segments
         self._all_initialized = False  # host-side: every ActNorm inside is initialised
+        self._compiled = None
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._all_initialized = False  # the loaded state may hold uninitialised ActNorms
         super()._load_from_state_dict(*args, **kwargs)
 
-    @torch.compiler.disable
+    def extra_repr(self) -> str:
+        return f"memory_saving={self.memory_saving!r}"
+
+    def compile_forward(self, enable: bool = True, **kwargs) -> None:
+        """Run the forward pass through ``torch.compile(**kwargs)`` from now on (``enable=False``:
+        eager again). Used in modes ``"none"`` and ``"checkpoint"``; ``"reversible"`` stays eager,
+        since its backward re-runs the flows one by one outside any graph. The first,
+        ActNorm-initialising training batch always runs eagerly, so the compiled graphs only ever
+        see the initialised model (no host syncs, no graph breaks).
+
+        The compiled function is the class's unbound ``_steady_forward``, called with ``self``, so
+        a ``deepcopy`` of the module (e.g. an EMA copy) runs its own weights through it.
+        """
+        self._compiled = torch.compile(MemorySavingSequence._steady_forward, **kwargs) if enable else None
+
+    def _plain(self, x, cond):
+        return FlowSequence.forward(self, x, cond)
+
+    def _needs_grad(self, x, cond) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        if x.requires_grad or (isinstance(cond, torch.Tensor) and cond.requires_grad):
+            return True
+        return any(p.requires_grad for p in self.parameters())
+
     def _initializing_forward(self, x, cond):
-        """The first training batch, eagerly: ActNorm's data-dependent initialisation reads and
-        writes buffers (host syncs), which torch.compile should not trace; compiled graphs only
-        ever see the initialised model."""
+        """The first training batch: ActNorm's data-dependent initialisation. Returns the output,
+        or None when the saving path should run (on the parameters just initialised)."""
         if not _needs_actnorm_init(self):
             self._all_initialized = True
             return None
@@ -280,25 +304,19 @@ class MemorySavingSequence(FlowSequence):
             self._plain(x, cond)
         return None
 
-    def extra_repr(self) -> str:
-        return f"memory_saving={self.memory_saving!r}"
-
-    def _plain(self, x, cond):
-        return FlowSequence.forward(self, x, cond)
-
-    def _needs_grad(self, x, cond) -> bool:
-        if not torch.is_grad_enabled():
-            return False
-        if x.requires_grad or (isinstance(cond, torch.Tensor) and cond.requires_grad):
-            return True
-        return any(p.requires_grad for p in self.parameters())
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         mode = check_memory_saving(self.memory_saving)
         if self.training and not self._all_initialized:
             out = self._initializing_forward(x, cond)
             if out is not None:
                 return out
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None and mode != "reversible":
+            return compiled(self, x, cond)
+        return self._steady_forward(x, cond)
+
+    def _steady_forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        mode = self.memory_saving
         if mode == "none" or not self._needs_grad(x, cond):
             return self._plain(x, cond)
         if mode == "reversible":

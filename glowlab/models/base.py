@@ -73,23 +73,30 @@ class MultiscaleFlow(nn.Module):
         if hasattr(self, "config") and "memory_saving" in self.config:
             self.config["memory_saving"] = mode
 
-    def compile(self, *args, **kwargs) -> None:
-        """``torch.compile`` the flows in place (arguments as for :func:`torch.compile`).
+    def compile(self, enable: bool = True, **kwargs) -> None:
+        """``torch.compile`` the forward pass of every level, in place (``kwargs`` as for
+        :func:`torch.compile`; ``enable=False`` goes back to eager).
 
-        Compiles the forward pass of every level, one graph per level, so ``forward``, ``encode``,
-        ``log_prob`` and training run compiled (on a 2-core CPU about 1.2x faster than eager at the
-        ``small`` benchmark config, after a one-off compilation of about a minute); ``inverse`` and
-        ``sample`` stay eager. With ``memory_saving="reversible"`` each flow is compiled on its own,
-        since the reversible backward re-runs the flows one at a time (little gain there). Call it
-        after choosing ``memory_saving``. Values equal eager ones up to float rounding.
-        ``torch.compile(model.log_prob)`` (one graph for the whole model) works too.
+        ``forward``, ``encode``, ``log_prob`` and training then run compiled graphs, one per level;
+        ``inverse`` and ``sample`` stay eager. The first training batch (ActNorm's data-dependent
+        initialisation) runs eagerly; compilation happens on the next calls (about a minute on a
+        2-core CPU). ``memory_saving="reversible"`` levels stay eager (the reversible backward re-runs
+        flows one at a time). Values equal eager ones up to float rounding. Shapes are static by
+        default (``dynamic=False``), and ``torch._dynamo.config.recompile_limit`` is raised to allow a
+        graph per level, mode (train/eval) and input kind. ``torch.compile(model.log_prob)`` works
+        too, once the model is initialised (one large graph, slower to compile).
         """
+        import torch._dynamo
+
+        from glowlab.flows.reversible import MemorySavingSequence
+
+        kwargs.setdefault("dynamic", False)  # static shapes per level (dynamic ones hit inductor bugs)
+        limit = 8 * len(self.levels)
+        if torch._dynamo.config.recompile_limit < limit:
+            torch._dynamo.config.recompile_limit = limit
         for level in self.levels:
-            if getattr(level, "memory_saving", "none") == "reversible":
-                for flow in level:
-                    flow.compile(*args, **kwargs)
-            else:
-                level.compile(*args, **kwargs)
+            if isinstance(level, MemorySavingSequence):
+                level.compile_forward(enable, **kwargs)
 
     @property
     def num_dims(self) -> int:
