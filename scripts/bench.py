@@ -4,23 +4,26 @@ Usage::
 
     python scripts/bench.py --config small|cifar|mnist [--device cpu|cuda]
         [--precision 32|bf16-mixed|16-mixed] [--memory-saving none|checkpoint|reversible[,...]]
-        [--baseline] [--compile] [--optimizer adam|adam-foreach|adam-fused] [--repeat N] [--json out.json]
+        [--baseline] [--compile] [--optimizer own|forloop|foreach|fused] [--batch N] [--repeat N]
+        [--json out.json]
 
 For each configuration and memory-saving mode it measures, in a fresh subprocess (so that the
 peak memory of one measurement does not leak into the next):
 
 * ``train``: training throughput in images/s: ``-log_prob(x).mean()``, backward and an Adam
-  step, the median of ``--steps`` (>= 10) steps after ``--warmup`` steps (the first of which
-  initialises ActNorm);
+  step (each implementation's own Adam kernel unless ``--optimizer`` forces one), the median of
+  ``--steps`` (>= 10) steps after ``--warmup`` steps (the first of which initialises ActNorm);
 * ``sample``: sampling throughput in images/s, 64 samples at temperature 0.7 (median of
   ``--sample-reps`` draws, eval mode, no grad);
 * ``log_prob``: evaluation throughput in images/s (eval mode, no grad, batch of the config);
 * ``peak_mem``: peak memory of a training step, in a separate fresh worker: the process's peak
-  RSS on the CPU (it includes the interpreter and torch, about 0.35 GB; measured with an allocator
-  setting that makes RSS follow the live tensors, see ``measure_memory``),
-  ``torch.cuda.max_memory_allocated`` on a GPU. ``steady_mem`` is what persists between steps
-  (parameters, Adam state; on the CPU also the interpreter and torch), so ``peak_mem - steady_mem``
-  is what a step adds: activations, gradients and temporaries.
+  RSS on the CPU (measured with an allocator setting that makes RSS follow the live tensors, see
+  ``measure_memory``), ``torch.cuda.max_memory_allocated`` on a GPU. ``runtime_mem`` is the RSS
+  before the model is built (the interpreter, torch and the model's code: about 0.5 GB, the
+  CUDA libraries included), so ``train_mem = peak_mem - runtime_mem`` is what training holds at
+  its peak (parameters, Adam state, gradients, activations), the CPU counterpart of the GPU
+  figure. ``steady_mem`` is what persists between steps, so ``peak_mem - steady_mem`` is what a
+  step adds: activations, gradients and temporaries.
 
 ``--baseline`` also runs ``scripts/plain_glow.py``, a deliberately plain PyTorch Glow of the same
 architecture, and prints the speedups. Timings on a shared machine are noisy: check ``uptime``,
@@ -56,6 +59,7 @@ CONFIGS = {
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 MODES = ("none", "checkpoint", "reversible")
 SAMPLES, TEMPERATURE = 64, 0.7
+LR = 1e-5
 # glibc settings for the timing workers (every row, the baseline included): tensors up to 32 MiB
 # come from the heap, which is never trimmed, so freed activations are reused instead of being
 # returned to the OS and page-faulted back in on the next batch. Page faults are slow in a VM; with
@@ -98,17 +102,63 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def build_model(spec: dict):
-    cfg = CONFIGS[spec["config"]]
-    kw = dict(levels=cfg["levels"], depth=cfg["depth"], hidden_channels=cfg["hidden_channels"])
+def import_model_class(spec: dict):
     if spec["impl"] == "plain":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from plain_glow import PlainGlow
 
-        return PlainGlow(cfg["image_shape"], **kw)
+        return PlainGlow
+    import glowlab.optim  # noqa: F401  (imported here so the runtime baseline includes it)
     from glowlab.models import Glow
 
-    return Glow(cfg["image_shape"], coupling="affine", permutation="lu", memory_saving=spec["memory_saving"], **kw)
+    return Glow
+
+
+def build_model(spec: dict, model_class):
+    cfg = CONFIGS[spec["config"]]
+    kw = dict(levels=cfg["levels"], depth=cfg["depth"], hidden_channels=cfg["hidden_channels"])
+    if spec["impl"] == "plain":
+        return model_class(cfg["image_shape"], **kw)
+    return model_class(cfg["image_shape"], coupling="affine", permutation="lu",
+                       memory_saving=spec["memory_saving"], **kw)
+
+
+def make_adam(spec: dict, params):
+    """Adam at lr 1e-5 (the size of a warm-up's first steps: at 1e-4 without warm-up the depth-32
+    ``cifar`` Glow diverges within three steps of one random batch and its samples are non-finite)
+    and the name of its kernel. ``optimizer="own"``: what each implementation
+    does by default (the plain Glow: ``torch.optim.Adam(params)``, a per-parameter loop on the CPU;
+    glowlab: its training module's optimiser, the fused kernel); ``forloop``/``foreach``/``fused``:
+    that kernel for every row."""
+    import torch
+
+    impl = spec["optimizer"]
+    if impl == "own" and spec["impl"] == "plain":
+        return torch.optim.Adam(params, lr=LR), "torch default"
+    from glowlab.optim import make_optimizer
+
+    opt = make_optimizer("adam", params, lr=LR, implementation="auto" if impl == "own" else impl)
+    return opt, "fused" if opt.defaults.get("fused") else "foreach" if opt.defaults.get("foreach") else "forloop"
+
+
+def _runtime_rss(spec: dict, model_class) -> int:
+    """RSS of the interpreter, torch and the code that training runs: measured after one training
+    step of a tiny model of the same class (which pages in the kernels' libraries, about 0.15 GB
+    of LAPACK and oneDNN code), once that model is freed."""
+    import gc
+
+    import torch
+
+    tiny = build_model(dict(spec, config="tiny"), model_class)
+    opt, _ = make_adam(spec, tiny.parameters())
+    (-tiny.log_prob(torch.rand(4, *CONFIGS["tiny"]["image_shape"]) - 0.5).mean()).backward()
+    opt.step()
+    with torch.no_grad():
+        tiny.eval()
+        tiny.sample(2, TEMPERATURE)
+    del tiny, opt
+    gc.collect()
+    return _rss_bytes()
 
 
 def measure(spec: dict) -> dict:
@@ -120,11 +170,12 @@ def measure(spec: dict) -> dict:
     torch.manual_seed(0)
     cfg = CONFIGS[spec["config"]]
     batch = spec.get("batch") or cfg["batch"][device]
-    model = build_model(spec).to(device)
+    model_class = import_model_class(spec)
+    runtime = _runtime_rss(spec, model_class) if device == "cpu" and spec.get("phase") == "memory" else 0
+    model = build_model(spec, model_class).to(device)
     if spec.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    opt_kwargs = {"adam": {}, "adam-foreach": {"foreach": True}, "adam-fused": {"fused": True}}[spec["optimizer"]]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **opt_kwargs)
+    opt, opt_name = make_adam(spec, model.parameters())
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, *cfg["image_shape"], generator=gen) - 0.5).to(device)
     precision = spec["precision"]
@@ -150,7 +201,7 @@ def measure(spec: dict) -> dict:
 
     model.train()
     if spec.get("phase") == "memory":
-        return measure_memory(spec, model, opt, train_step)
+        return dict(measure_memory(spec, model, opt, train_step), runtime_mem_gb=runtime / 2**30)
     for _ in range(spec["warmup"]):
         train_step()
     train_s = _median_time(train_step, spec["steps"], device)
@@ -174,7 +225,7 @@ def measure(spec: dict) -> dict:
         sample_s = _median_time(sample, spec["sample_reps"], device)
     return dict(
         config=spec["config"], impl=spec["impl"], memory_saving=spec["memory_saving"], device=device,
-        optimizer=spec["optimizer"], malloc=spec.get("malloc", "system"),
+        optimizer=opt_name, malloc=spec.get("malloc", "system"),
         precision=precision, batch=batch, compile=bool(spec.get("compile")),
         train_img_s=batch / train_s, sample_img_s=SAMPLES / sample_s, log_prob_img_s=batch / lp_s,
         final_loss=loss,
@@ -265,22 +316,29 @@ def run_worker(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _mem(r: dict, what: str) -> str:
+def _mem_gb(r: dict, what: str) -> float | None:
+    """``peak`` (RSS or CUDA peak), ``train`` (peak less the runtime) or ``adds`` (peak less steady)."""
     if "peak_mem_gb" not in r:
-        return "-"
-    return f"{r['peak_mem_gb']:.2f}" if what == "peak" else f"{r['peak_mem_gb'] - r['steady_mem_gb']:.2f}"
+        return None
+    less = {"peak": 0.0, "train": r.get("runtime_mem_gb", 0.0), "adds": r["steady_mem_gb"]}[what]
+    return r["peak_mem_gb"] - less
+
+
+def _mem(r: dict, what: str) -> str:
+    v = _mem_gb(r, what)
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _table(rows: list[dict]) -> str:
     head = ["config", "impl", "memory_saving", "precision", "optimizer", "batch", "train img/s", "sample img/s",
-            "log_prob img/s", "peak mem GB", "step adds GB"]
+            "log_prob img/s", "peak mem GB", "train mem GB", "step adds GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         impl = r["impl"] + (" +compile" if r.get("compile") else "")
         lines.append("| " + " | ".join([
             r["config"], impl, r["memory_saving"] if r["impl"] != "plain" else "-", r["precision"], r["optimizer"],
             str(r["batch"]), f"{r['train_img_s']:.1f}", f"{r['sample_img_s']:.1f}", f"{r['log_prob_img_s']:.1f}",
-            _mem(r, "peak"), _mem(r, "adds"),
+            _mem(r, "peak"), _mem(r, "train"), _mem(r, "adds"),
         ]) + " |")
     return "\n".join(lines)
 
@@ -295,9 +353,10 @@ def main(argv=None) -> list[dict]:
                    help="none, checkpoint or reversible (comma-separated for several)")
     p.add_argument("--baseline", action="store_true", help="also measure the plain PyTorch Glow (scripts/plain_glow.py)")
     p.add_argument("--compile", action="store_true", help="model.compile(): torch.compile each level (glowlab only)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "adam-foreach", "adam-fused"],
-                   help="torch.optim.Adam with its defaults (a plain for-loop over parameters on the CPU), "
-                        "foreach=True or fused=True; the same for every row")
+    p.add_argument("--optimizer", default="own", choices=["own", "forloop", "foreach", "fused"],
+                   help="Adam's kernel: 'own' is each implementation's default (plain: torch.optim.Adam's "
+                        "per-parameter loop; glowlab: the fused kernel its training uses), the others force "
+                        "that kernel on every row")
     p.add_argument("--batch", type=int, default=None, help="override the config's batch size")
     p.add_argument("--steps", type=int, default=10, help="timed training steps (the median is reported; >= 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (ActNorm init, allocator)")
@@ -386,10 +445,9 @@ def main(argv=None) -> list[dict]:
                                 f"sample x{r['sample_img_s'] / base['sample_img_s']:.2f}, "
                                 f"log_prob x{r['log_prob_img_s'] / base['log_prob_img_s']:.2f} vs plain")
             if ref_none and r is not ref_none and "peak_mem_gb" in r:
-                adds = r["peak_mem_gb"] - r["steady_mem_gb"]
-                adds_none = ref_none["peak_mem_gb"] - ref_none["steady_mem_gb"]
-                speedups.append(f"{config} {r['memory_saving']}: peak memory {r['peak_mem_gb'] / ref_none['peak_mem_gb']:.2f}"
-                                f" of none's; a step adds {adds / max(adds_none, 1e-9):.2f} of what it adds with none; "
+                ratio = {k: _mem_gb(r, k) / max(_mem_gb(ref_none, k), 1e-9) for k in ("peak", "train", "adds")}
+                speedups.append(f"{config} {r['memory_saving']}: peak memory {ratio['peak']:.2f} of none's "
+                                f"(training memory {ratio['train']:.2f}, what a step adds {ratio['adds']:.2f}); "
                                 f"train speed x{r['train_img_s'] / ref_none['train_img_s']:.2f} of none")
     if speedups:
         print("\n" + "\n".join(speedups))

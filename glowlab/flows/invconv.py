@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from glowlab.flows.base import Flow, logdet_dtype
 
@@ -16,6 +17,23 @@ def random_orthogonal(n: int, generator: torch.Generator | None = None) -> torch
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
+class _OptimizerSteps:
+    """Counts ``step()`` calls of every ``torch.optim`` optimiser in the process (a global post-hook).
+
+    The fused optimisers (``torch.optim.Adam(..., fused=True)``) update parameters in place without
+    bumping their version counters, so the eval caches below also key on this count.
+    """
+
+    count = 0
+
+    @classmethod
+    def bump(cls, optimizer, args, kwargs) -> None:
+        cls.count += 1
+
+
+register_optimizer_step_post_hook(_OptimizerSteps.bump)
+
+
 def _mix_channels(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``y[b, o, h, w] = sum_c w[o, c] x[b, c, h, w]``: a 1x1 convolution as a batched matrix
     product (cheaper than oneDNN's ``conv2d`` for the few channels of a flow on the CPU)."""
@@ -26,10 +44,9 @@ class _CachedWeight(Flow):
     """Shared machinery: ``y = W x`` per pixel, with (W, W^-1, log|det W|) cached in eval mode.
 
     The cache key holds every parameter's storage pointer and version counter, which change on
-    optimiser steps, ``load_state_dict`` and ``.to()``, so a stale weight is never used. The fused
-    optimisers (``torch.optim.Adam(..., fused=True)``) update parameters in place *without* bumping
-    their version counters, so the cache is also dropped whenever the mode changes
-    (``train()``/``eval()``): a training step followed by evaluation always recomputes.
+    in-place updates, ``load_state_dict`` and ``.to()``, and the process's count of optimiser steps
+    (fused optimisers update in place without bumping version counters), so a stale weight is
+    never used. The cache is also dropped whenever the mode changes (``train()``/``eval()``).
 
     The map runs with autocast disabled, in the input's dtype (float32 or wider): the 1x1 conv is
     cheap next to the coupling networks, and keeping it exact keeps the inverse exact.
@@ -47,7 +64,7 @@ class _CachedWeight(Flow):
         raise NotImplementedError
 
     def _key(self):
-        return tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        return _OptimizerSteps.count, tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
 
     def train(self, mode: bool = True):
         self._cache = None

@@ -14,11 +14,11 @@ from torchmetrics import MeanMetric
 
 from glowlab.likelihood import bits_per_dim, dequantize, to_image
 from glowlab.training.ema import EMA
+from glowlab.optim import check_optimizer, make_optimizer
 
 __all__ = ["FlowModule"]
 
 log = logging.getLogger(__name__)
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
 NAN_POLICIES = ("skip", "stop")
 
 
@@ -33,7 +33,8 @@ class FlowModule(pl.LightningModule):
       processes (the data module's evaluation sampler pads with no duplicates).
     * Evaluation dequantisation noise is a fixed function of each image and ``eval_seed``, so an
       evaluation gives the same number for any batch size or number of processes.
-    * Adam/Adamax/AdamW with linear warm-up over ``warmup_steps`` optimiser steps.
+    * Adam/Adamax/AdamW (fused or multi-tensor by default: :mod:`glowlab.optim`) with
+      linear warm-up over ``warmup_steps`` optimiser steps.
     * A non-finite loss or gradient skips the optimiser step (parameters untouched) and is logged
       with the step number; ``nan_policy="stop"`` or more than ``max_nan_skips`` in a row raises.
     * ``ema_decay``: Polyak-averaged weights used for validation, test and sampling.
@@ -46,12 +47,11 @@ class FlowModule(pl.LightningModule):
     """
 
     def __init__(self, model_config: dict, n_bits: int, data_config: dict | None = None,
-                 optimizer: str = "adamax", lr: float = 1e-3, betas=(0.9, 0.999),
+                 optimizer: str = "adamax", optimizer_impl: str = "auto", lr: float = 1e-3, betas=(0.9, 0.999),
                  weight_decay: float = 0.0, warmup_steps: int = 200, ema_decay: float | None = None,
                  nan_policy: str = "skip", max_nan_skips: int = 20, eval_seed: int = 1234):
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"module.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        check_optimizer(optimizer, optimizer_impl)
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"module.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         self.save_hyperparameters()
@@ -137,8 +137,8 @@ class FlowModule(pl.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        opt = OPTIMIZERS[h.optimizer](self.model.parameters(), lr=h.lr, betas=tuple(h.betas),
-                                      weight_decay=h.weight_decay)
+        opt = make_optimizer(h.optimizer, self.model.parameters(), lr=h.lr, betas=h.betas,
+                             weight_decay=h.weight_decay, implementation=h.get("optimizer_impl", "auto"))
         warmup = max(1, int(h.warmup_steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

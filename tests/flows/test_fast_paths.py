@@ -111,6 +111,26 @@ def test_cached_eval_weight_invalidated_by_fused_adam_step():
         torch.testing.assert_close(after, expected.detach())
 
 
+def test_cached_eval_weight_invalidated_by_fused_step_in_eval_mode():
+    """A fused optimiser step taken while the module stays in eval mode (no train()/eval() switch
+    drops the cache, and the fused kernel leaves version counters alone) still invalidates it."""
+    torch.manual_seed(0)
+    conv = InvConv1x1LU(4).eval()
+    x = torch.randn(2, 4, 3, 3)
+    opt = torch.optim.Adam(conv.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        before = conv(x)[0]  # fills the cache
+    conv(x)[0].square().sum().backward()  # grad enabled: computed afresh, not from the cache
+    versions = [p._version for p in conv.parameters()]
+    opt.step()
+    assert [p._version for p in conv.parameters()] == versions  # why the step count is needed
+    with torch.no_grad():
+        after = conv(x)[0]
+        w, _ = conv._weight_and_logabsdet()
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, torch.einsum("oc,bchw->bohw", w, x))
+
+
 @pytest.mark.slow
 def test_compiled_model_matches_eager():
     """``model.compile()`` (torch.compile of each level) gives eager's log_prob and gradients."""

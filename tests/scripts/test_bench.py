@@ -29,7 +29,9 @@ def test_bench_tiny_config(tmp_path):
     for r in rows.values():
         assert r["train_img_s"] > 0 and r["sample_img_s"] > 0 and r["log_prob_img_s"] > 0
         assert r["sample_finite"]
-        assert r["peak_mem_gb"] >= r["steady_mem_gb"] > 0
+        assert r["peak_mem_gb"] >= r["steady_mem_gb"] >= r["runtime_mem_gb"] > 0
+    assert rows[("plain", "none")]["optimizer"] == "torch default"
+    assert rows[("glowlab", "none")]["optimizer"] == "fused"
     assert data["machine"]["torch"]
 
 
