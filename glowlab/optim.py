@@ -37,12 +37,20 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float
 
     Args:
         name: ``adam``, ``adamax`` or ``adamw``.
-        implementation: ``auto`` (fused for Adam/AdamW, ``foreach`` for Adamax), ``fused``,
+        implementation: ``auto`` (fused for Adam/AdamW where the device and PyTorch have the
+            kernel, else ``foreach``; ``foreach`` for Adamax), ``fused``,
             ``foreach``, or ``forloop`` (PyTorch's per-parameter reference loop). All compute the
             same update up to floating-point rounding.
     """
     check_optimizer(name, implementation)
+    params = list(params)
     if implementation == "auto":
-        implementation = "fused" if name in _HAS_FUSED else "foreach"
+        if name in _HAS_FUSED:
+            try:
+                return make_optimizer(name, params, lr=lr, betas=betas, weight_decay=weight_decay,
+                                      implementation="fused")
+            except (RuntimeError, ValueError):  # no fused kernel for this device or PyTorch (< 2.4 on the CPU)
+                pass
+        implementation = "foreach"
     flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}[implementation]
     return OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **flags)

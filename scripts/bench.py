@@ -201,7 +201,9 @@ def measure(spec: dict) -> dict:
 
     model.train()
     if spec.get("phase") == "memory":
-        return dict(measure_memory(spec, model, opt, train_step), runtime_mem_gb=runtime / 2**30)
+        return dict(config=spec["config"], impl=spec["impl"], memory_saving=spec["memory_saving"], device=device,
+                    optimizer=opt_name, precision=precision, batch=batch, compile=bool(spec.get("compile")),
+                    runtime_mem_gb=runtime / 2**30, **measure_memory(spec, model, opt, train_step))
     for _ in range(spec["warmup"]):
         train_step()
     train_s = _median_time(train_step, spec["steps"], device)
@@ -316,6 +318,10 @@ def run_worker(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _num(r: dict, key: str) -> str:
+    return f"{r[key]:.1f}" if key in r else "-"
+
+
 def _mem_gb(r: dict, what: str) -> float | None:
     """``peak`` (RSS or CUDA peak), ``train`` (peak less the runtime) or ``adds`` (peak less steady)."""
     if "peak_mem_gb" not in r:
@@ -337,7 +343,7 @@ def _table(rows: list[dict]) -> str:
         impl = r["impl"] + (" +compile" if r.get("compile") else "")
         lines.append("| " + " | ".join([
             r["config"], impl, r["memory_saving"] if r["impl"] != "plain" else "-", r["precision"], r["optimizer"],
-            str(r["batch"]), f"{r['train_img_s']:.1f}", f"{r['sample_img_s']:.1f}", f"{r['log_prob_img_s']:.1f}",
+            str(r["batch"]), _num(r, "train_img_s"), _num(r, "sample_img_s"), _num(r, "log_prob_img_s"),
             _mem(r, "peak"), _mem(r, "train"), _mem(r, "adds"),
         ]) + " |")
     return "\n".join(lines)
@@ -365,6 +371,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     p.add_argument("--channels-last", action="store_true", help="model.to(memory_format=channels_last)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement (no timings)")
     p.add_argument("--malloc", default="tuned", choices=["tuned", "system"],
                    help="glibc allocator settings of the timing workers (see TUNED_MALLOC); the same for every row")
     p.add_argument("--repeat", type=int, default=1,
@@ -381,6 +388,8 @@ def main(argv=None) -> list[dict]:
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))
         return []
+    if args.memory_only and (args.no_memory or args.repeat != 1):
+        p.error("--memory-only measures once: drop --no-memory and --repeat")
     if args.steps < 10:
         p.error("--steps must be at least 10 (the reported figure is a median)")
     configs = args.config.split(",")
@@ -413,20 +422,22 @@ def main(argv=None) -> list[dict]:
             for i, s in enumerate(specs):
                 busy = wait_until_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                 t0 = time.time()
-                r = run_worker(s)
+                r = {} if args.memory_only else run_worker(s)
                 r["cpu_busy_before"] = busy
                 if not args.no_memory and rep == 0:
                     r.update(run_worker(dict(s, phase="memory")))
                 r["wall_s"] = time.time() - t0
                 print(f"  [{rep + 1}/{args.repeat}] {config:6s} {r['impl']:8s} {r['memory_saving']:10s} "
-                      f"train {r['train_img_s']:8.1f} img/s  sample {r['sample_img_s']:8.1f} img/s  "
-                      f"log_prob {r['log_prob_img_s']:8.1f} img/s  peak {_mem(r, 'peak')} GB  ({r['wall_s']:.0f} s)",
+                      f"train {_num(r, 'train_img_s'):>8s} img/s  sample {_num(r, 'sample_img_s'):>8s} img/s  "
+                      f"log_prob {_num(r, 'log_prob_img_s'):>8s} img/s  peak {_mem(r, 'peak')} GB  ({r['wall_s']:.0f} s)",
                       file=sys.stderr, flush=True)
                 rounds[i].append(r)
         agg = statistics.median if args.aggregate == "median" else max
         for runs in rounds:
             r = dict(runs[0])
             for key in ("train_img_s", "sample_img_s", "log_prob_img_s"):
+                if key not in r:
+                    continue
                 r[key] = agg(run[key] for run in runs)
                 r[key + "_all"] = [run[key] for run in runs]
             r["repeats"] = len(runs)
@@ -440,15 +451,16 @@ def main(argv=None) -> list[dict]:
         for r in rows:
             if r["config"] != config or r["impl"] == "plain":
                 continue
-            if base:
+            if base and "train_img_s" in r:
                 speedups.append(f"{config} {r['memory_saving']}: train x{r['train_img_s'] / base['train_img_s']:.2f}, "
                                 f"sample x{r['sample_img_s'] / base['sample_img_s']:.2f}, "
                                 f"log_prob x{r['log_prob_img_s'] / base['log_prob_img_s']:.2f} vs plain")
             if ref_none and r is not ref_none and "peak_mem_gb" in r:
                 ratio = {k: _mem_gb(r, k) / max(_mem_gb(ref_none, k), 1e-9) for k in ("peak", "train", "adds")}
                 speedups.append(f"{config} {r['memory_saving']}: peak memory {ratio['peak']:.2f} of none's "
-                                f"(training memory {ratio['train']:.2f}, what a step adds {ratio['adds']:.2f}); "
-                                f"train speed x{r['train_img_s'] / ref_none['train_img_s']:.2f} of none")
+                                f"(training memory {ratio['train']:.2f}, what a step adds {ratio['adds']:.2f})"
+                                + (f"; train speed x{r['train_img_s'] / ref_none['train_img_s']:.2f} of none"
+                                   if "train_img_s" in r else ""))
     if speedups:
         print("\n" + "\n".join(speedups))
     try:
