@@ -1,11 +1,16 @@
-"""Optimisers for flow training, with the fast multi-tensor implementations chosen by default.
+"""Optimisers for flow training, with PyTorch's fast multi-tensor kernels chosen by default.
 
 A Glow has hundreds of small parameter tensors (each flow step has an ActNorm, a 1x1 conv and a
-coupling network), and PyTorch's default per-parameter ``for`` loop in ``Adam.step`` launches a
-few small kernels for each. The fused kernel (Adam, AdamW) or the ``foreach`` kernels (Adamax,
-which has no fused version) do the same update in a few launches: on 2 CPU cores the benchmark's
-``small`` Glow trains at 273 instead of 255 images/s (``python scripts/bench.py --config small``
-against ``--optimizer forloop``), and the gap grows with the number of parameter tensors.
+coupling network), and PyTorch's per-parameter ``for`` loop in ``Adam.step`` launches a few small
+kernels for each. The fused kernel (Adam, AdamW) or the ``foreach`` kernels (Adamax, which has no
+fused version) do the same update in a few launches. In two runs of the benchmark on 2 CPU cores
+the ``small`` Glow trained at 273.0 images/s with fused Adam and at 254.5 with the loop, while the
+plain baseline in the same runs measured 230.3 and 234.7 (``python scripts/bench.py --config
+small --baseline`` and the same with ``--optimizer forloop``; ``docs/bench/small*.json``).
+
+The kernel chosen when the optimiser is built also holds after ``load_state_dict``: PyTorch would
+otherwise take the ``fused``/``foreach`` flags from the checkpoint's parameter groups, so a
+resumed run would silently switch kernels (or fail on a device without the saved one).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ __all__ = ["OPTIMIZERS", "IMPLEMENTATIONS", "check_optimizer", "make_optimizer"]
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "forloop")
 _HAS_FUSED = ("adam", "adamw")
+_KERNEL_FLAGS = {"fused": {"fused": True, "foreach": None}, "foreach": {"fused": None, "foreach": True},
+                 "forloop": {"fused": None, "foreach": False}}
 
 
-def check_optimizer(name: str, implementation: str = "auto") -> None:
+def check_optimizer(name: str, implementation: str = "auto", fused_ok: bool = True) -> None:
     """Raise a ``ValueError`` naming the config key if the pair is not available."""
     if name not in OPTIMIZERS:
         raise ValueError(f"module.optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
@@ -30,28 +37,54 @@ def check_optimizer(name: str, implementation: str = "auto") -> None:
     if implementation == "fused" and name not in _HAS_FUSED:
         raise ValueError(f"module.optimizer={name} has no fused implementation in PyTorch; "
                          f"use module.optimizer_impl=foreach (or auto)")
+    if implementation == "fused" and not fused_ok:
+        raise ValueError("module.optimizer_impl=fused does not work with trainer.precision=16-mixed "
+                         "(Lightning unscales and clips fp16 gradients outside the fused kernel); "
+                         "use module.optimizer_impl=foreach (or auto)")
+
+
+def _fused_supported(params: list[torch.nn.Parameter]) -> bool:
+    """Whether PyTorch has a fused Adam kernel for every parameter's device and dtype (it checks
+    only at the first ``step()``, too late to fall back)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # private helper: assume the common devices
+        devices = {"cpu", "cuda"}
+    return all(p.is_floating_point() and p.device.type in devices for p in params)
 
 
 def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float, betas=(0.9, 0.999),
-                   weight_decay: float = 0.0, implementation: str = "auto") -> torch.optim.Optimizer:
+                   weight_decay: float = 0.0, implementation: str = "auto",
+                   fused_ok: bool = True) -> torch.optim.Optimizer:
     """Build ``torch.optim.{Adam, Adamax, AdamW}`` over ``params``.
 
     Args:
         name: ``adam``, ``adamax`` or ``adamw``.
-        implementation: ``auto`` (fused for Adam/AdamW where the device and PyTorch have the
-            kernel, else ``foreach``; ``foreach`` for Adamax), ``fused``,
-            ``foreach``, or ``forloop`` (PyTorch's per-parameter reference loop). All compute the
-            same update up to floating-point rounding.
+        implementation: ``auto`` (fused for Adam/AdamW where the parameters' devices have the
+            kernel, else ``foreach``; ``foreach`` for Adamax), ``fused``, ``foreach``, or
+            ``forloop`` (PyTorch's per-parameter reference loop). All compute the same update up
+            to floating-point rounding.
+        fused_ok: ``False`` under fp16 mixed precision with Lightning's gradient scaler, which
+            unscales, clips and skips steps outside the optimiser: ``auto`` then picks ``foreach``.
     """
-    check_optimizer(name, implementation)
+    check_optimizer(name, implementation, fused_ok)
     params = list(params)
     if implementation == "auto":
-        if name in _HAS_FUSED:
-            try:
-                return make_optimizer(name, params, lr=lr, betas=betas, weight_decay=weight_decay,
-                                      implementation="fused")
-            except (RuntimeError, ValueError):  # no fused kernel for this device or PyTorch (< 2.4 on the CPU)
-                pass
-        implementation = "foreach"
-    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}[implementation]
-    return OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **flags)
+        use_fused = name in _HAS_FUSED and fused_ok and _fused_supported(params)
+        implementation = "fused" if use_fused else "foreach"
+    flags = {k: v for k, v in _KERNEL_FLAGS[implementation].items() if v is not None}
+    opt = OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **flags)
+    opt.register_load_state_dict_pre_hook(_keep_kernel_flags)
+    return opt
+
+
+def _keep_kernel_flags(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """``load_state_dict`` pre-hook: the loaded groups keep this optimiser's kernel choice."""
+    state_dict = dict(state_dict)
+    state_dict["param_groups"] = [
+        {**group, **{k: optimizer.defaults.get(k) for k in ("fused", "foreach") if k in group or k in optimizer.defaults}}
+        for group in state_dict["param_groups"]
+    ]
+    return state_dict

@@ -19,8 +19,8 @@ peak memory of one measurement does not leak into the next):
 * ``peak_mem``: peak memory of a training step, in a separate fresh worker: the process's peak
   RSS on the CPU (measured with an allocator setting that makes RSS follow the live tensors, see
   ``measure_memory``), ``torch.cuda.max_memory_allocated`` on a GPU. ``runtime_mem`` is the RSS
-  before the model is built (the interpreter, torch and the model's code: about 0.5 GB, the
-  CUDA libraries included), so ``train_mem = peak_mem - runtime_mem`` is what training holds at
+  before the model is built (the interpreter, torch and the code training runs: about 0.68 GB
+  with PyTorch 2.14's CUDA build), so ``train_mem = peak_mem - runtime_mem`` is what training holds at
   its peak (parameters, Adam state, gradients, activations), the CPU counterpart of the GPU
   figure. ``steady_mem`` is what persists between steps, so ``peak_mem - steady_mem`` is what a
   step adds: activations, gradients and temporaries.
@@ -128,8 +128,9 @@ def make_adam(spec: dict, params):
     ``cifar`` Glow diverges within three steps of one random batch and its samples are non-finite)
     and the name of its kernel. ``optimizer="own"``: what each implementation
     does by default (the plain Glow: ``torch.optim.Adam(params)``, a per-parameter loop on the CPU;
-    glowlab: its training module's optimiser, the fused kernel); ``forloop``/``foreach``/``fused``:
-    that kernel for every row."""
+    glowlab: ``glowlab.optim.make_optimizer``'s default for Adam, the fused kernel; training's
+    default Adamax gets the ``foreach`` kernels); ``forloop``/``foreach``/``fused``: that kernel for
+    every row."""
     import torch
 
     impl = spec["optimizer"]
@@ -361,7 +362,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--compile", action="store_true", help="model.compile(): torch.compile each level (glowlab only)")
     p.add_argument("--optimizer", default="own", choices=["own", "forloop", "foreach", "fused"],
                    help="Adam's kernel: 'own' is each implementation's default (plain: torch.optim.Adam's "
-                        "per-parameter loop; glowlab: the fused kernel its training uses), the others force "
+                        "per-parameter loop; glowlab: glowlab.optim's default for Adam, the fused kernel), the others force "
                         "that kernel on every row")
     p.add_argument("--batch", type=int, default=None, help="override the config's batch size")
     p.add_argument("--steps", type=int, default=10, help="timed training steps (the median is reported; >= 10)")

@@ -44,3 +44,40 @@ def test_auto_picks_fast_kernels():
 def test_bad_choices_name_the_key(name, impl, needle):
     with pytest.raises(ValueError, match=needle):
         make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], lr=1e-3, implementation=impl)
+
+
+def test_auto_falls_back_to_foreach_without_a_fused_kernel(monkeypatch):
+    import torch.utils._foreach_utils as fu
+
+    monkeypatch.setattr(fu, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    opt, _ = _run("adam", "auto", steps=1)  # CPU parameters, "no" CPU kernel: must still step
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+
+
+def test_fp16_mixed_precision_avoids_the_fused_kernel():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    opt = make_optimizer("adam", p, lr=1e-3, fused_ok=False)
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+    with pytest.raises(ValueError, match="16-mixed"):
+        make_optimizer("adam", p, lr=1e-3, implementation="fused", fused_ok=False)
+
+
+@pytest.mark.parametrize("saved, loaded", [("fused", "forloop"), ("forloop", "fused"), ("foreach", "fused")])
+def test_loading_a_state_keeps_the_kernel_chosen_at_construction(saved, loaded):
+    """PyTorch copies ``fused``/``foreach`` from the saved groups; ours keep their own kernel, and
+    the moments and step count still come from the checkpoint."""
+    src, _ = _run("adam", saved, steps=3)
+    state = src.state_dict()
+    params = [torch.nn.Parameter(p.detach().clone()) for p in src.param_groups[0]["params"]]
+    dst = make_optimizer("adam", params, lr=1e-2, implementation=loaded)
+    dst.load_state_dict(state)
+    group = dst.param_groups[0]
+    assert bool(group["fused"]) == (loaded == "fused")
+    assert bool(group["foreach"]) == (loaded == "foreach")
+    assert group["lr"] == 1e-2 and group["betas"] == (0.8, 0.99)  # the rest comes from the checkpoint
+    for p_src, p_dst in zip(src.param_groups[0]["params"], params):
+        torch.testing.assert_close(dst.state[p_dst]["exp_avg"], src.state[p_src]["exp_avg"])
+        assert float(dst.state[p_dst]["step"]) == 3
+    for p in params:
+        p.grad = torch.ones_like(p)
+    dst.step()  # the loaded state works with the kept kernel

@@ -137,8 +137,12 @@ class FlowModule(pl.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
+        # fp16's gradient scaler unscales, clips and skips steps outside the optimiser, which the
+        # fused kernels do not allow
+        fused_ok = self._trainer is None or self.trainer.precision != "16-mixed"
         opt = make_optimizer(h.optimizer, self.model.parameters(), lr=h.lr, betas=h.betas,
-                             weight_decay=h.weight_decay, implementation=h.get("optimizer_impl", "auto"))
+                             weight_decay=h.weight_decay, implementation=h.get("optimizer_impl", "auto"),
+                             fused_ok=fused_ok)
         warmup = max(1, int(h.warmup_steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

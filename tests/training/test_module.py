@@ -113,3 +113,26 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == original
     FlowModule.load_from_checkpoint(path)
+
+
+@pytest.mark.parametrize("optimizer, impl, precision, expected", [
+    ("adam", "auto", "32-true", "fused"),
+    ("adam", "auto", "16-mixed", "foreach"),  # Lightning's fp16 scaler cannot drive the fused kernel
+    ("adamax", "auto", "bf16-mixed", "foreach"),
+    ("adamw", "forloop", "32-true", "forloop"),
+])
+def test_optimizer_kernel_follows_config_and_precision(optimizer, impl, precision, expected):
+    from types import SimpleNamespace
+
+    module = FlowModule(TINY_GLOW, n_bits=5, optimizer=optimizer, optimizer_impl=impl)
+    module._trainer = SimpleNamespace(precision=precision)
+    opt = module.configure_optimizers()["optimizer"]
+    kernel = "fused" if opt.defaults.get("fused") else "foreach" if opt.defaults.get("foreach") else "forloop"
+    assert kernel == expected
+
+
+def test_bad_optimizer_impl_names_the_key():
+    with pytest.raises(ValueError, match="module.optimizer_impl"):
+        FlowModule(TINY_GLOW, n_bits=5, optimizer_impl="turbo")
+    with pytest.raises(ValueError, match="foreach"):
+        FlowModule(TINY_GLOW, n_bits=5, optimizer="adamax", optimizer_impl="fused")
