@@ -80,12 +80,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = _scalars(trainer.callback_metrics)
+        # the checkpoint that monitors a metric (val/bpd), not the one that keeps the latest state
+        best_cb = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), None)
         if cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = best_cb.best_model_path if best_cb else ""
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(_scalars(trainer.callback_metrics))
-        if trainer.checkpoint_callback is not None:
-            metrics["best/val_bpd"] = float(trainer.checkpoint_callback.best_model_score or float("nan"))
+        if best_cb is not None:
+            metrics["best/val_bpd"] = float(best_cb.best_model_score or float("nan"))
     finally:
         _finish_wandb()
     metrics["wall_time_s"] = time.time() - start

@@ -37,6 +37,17 @@ def test_train_cli_writes_checkpoints_metrics_samples_and_logs(tmp_path):
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
 
 
+def test_last_checkpoint_is_the_latest_state_even_when_val_stops_improving(train_cfg, tmp_path):
+    """last.ckpt (for resuming) holds the final step even when val/bpd has not improved since
+    epoch 0 (lr 0 keeps it constant); best.ckpt stays at epoch 0. Lightning's own ``save_last``
+    rewrites last.ckpt only together with best.ckpt."""
+    train(train_cfg("module.lr=0.0", "trainer.max_epochs=3"))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 12 and last["epoch"] == 2
+    assert best["global_step"] == 4
+
+
 def test_logged_parts_add_up_to_bpd(train_cfg):
     """prior_bpd + logdet_bpd + n_bits equals the logged test bpd (closed-form decomposition)."""
     m = train(train_cfg())
