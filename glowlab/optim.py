@@ -4,8 +4,8 @@ A Glow has hundreds of small parameter tensors (each flow step has an ActNorm, a
 coupling network), and PyTorch's per-parameter ``for`` loop in ``Adam.step`` launches a few small
 kernels for each. The fused kernel (Adam, AdamW) or the ``foreach`` kernels (Adamax, which has no
 fused version) do the same update in a few launches. In two runs of the benchmark on 2 CPU cores
-the ``small`` Glow trained at 273.0 images/s with fused Adam and at 254.5 with the loop, while the
-plain baseline in the same runs measured 230.3 and 234.7 (``python scripts/bench.py --config
+the ``small`` Glow trained at 261.5 images/s with fused Adam and at 252.9 with the loop, while the
+plain baseline in the same runs measured 228.0 and 226.9 (``python scripts/bench.py --config
 small --baseline`` and the same with ``--optimizer forloop``; ``docs/bench/small*.json``).
 
 The kernel chosen when the optimiser is built also holds after ``load_state_dict``: PyTorch would

@@ -162,6 +162,25 @@ def _runtime_rss(spec: dict, model_class) -> int:
     return _rss_bytes()
 
 
+def _profile(train_step, device: str, steps: int = 5) -> None:
+    """Print (to stderr) where ``steps`` training steps spend their time, by operator, and the
+    share of the convolutions (forward and backward)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train_step()
+        _sync(device)
+    events = prof.key_averages()
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events)
+    conv = sum(getattr(e, attr) for e in events if "convolution" in e.key)
+    print(events.table(sort_by=attr, row_limit=15), file=sys.stderr)
+    print(f"convolutions (forward and backward): {100 * conv / max(total, 1):.0f}% of the self time of "
+          f"{steps} training steps", file=sys.stderr, flush=True)
+
+
 def measure(spec: dict) -> dict:
     import torch
 
@@ -207,6 +226,8 @@ def measure(spec: dict) -> dict:
                     runtime_mem_gb=runtime / 2**30, **measure_memory(spec, model, opt, train_step))
     for _ in range(spec["warmup"]):
         train_step()
+    if spec.get("profile"):
+        _profile(train_step, device)
     train_s = _median_time(train_step, spec["steps"], device)
     loss = float(train_step())
 
@@ -314,6 +335,8 @@ def run_worker(spec: dict) -> dict:
     elif spec.get("malloc") == "tuned":
         env.update(TUNED_MALLOC)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if spec.get("profile") and spec.get("phase") != "memory":
+        sys.stderr.write(proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {spec}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -373,6 +396,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--channels-last", action="store_true", help="model.to(memory_format=channels_last)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement (no timings)")
+    p.add_argument("--profile", action="store_true",
+                   help="print a torch.profiler table of 5 training steps per row (to stderr) before timing")
     p.add_argument("--malloc", default="tuned", choices=["tuned", "system"],
                    help="glibc allocator settings of the timing workers (see TUNED_MALLOC); the same for every row")
     p.add_argument("--repeat", type=int, default=1,
@@ -415,7 +440,7 @@ def main(argv=None) -> list[dict]:
                      optimizer=args.optimizer, malloc=args.malloc,
                      warmup=args.warmup, eval_reps=args.eval_reps, threads=args.threads, batch=args.batch,
                      sample_reps=args.sample_reps or (3 if config == "cifar" and args.device == "cpu" else 5),
-                     compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last)
+                     compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last, profile=args.profile)
         # --repeat rounds run the rows round-robin, so a burst of load on a shared machine hits one
         # round of every row rather than all rounds of one row
         rounds: list[list[dict]] = [[] for _ in specs]

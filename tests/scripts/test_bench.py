@@ -18,11 +18,12 @@ def test_bench_tiny_config(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--config", "tiny", "--baseline",
          "--memory-saving", "none,reversible", "--steps", "10", "--warmup", "1", "--sample-reps", "1",
-         "--eval-reps", "1", "--json", str(out)],
+         "--eval-reps", "1", "--profile", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| tiny | glowlab | reversible |" in proc.stdout
+    assert proc.stderr.count("convolutions (forward and backward)") == 3  # --profile: one per row
     data = json.loads(out.read_text())
     rows = {(r["impl"], r["memory_saving"]): r for r in data["results"]}
     assert set(rows) == {("plain", "none"), ("glowlab", "none"), ("glowlab", "reversible")}
