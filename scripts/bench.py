@@ -163,8 +163,8 @@ def _runtime_rss(spec: dict, model_class) -> int:
 
 
 def _profile(train_step, device: str, steps: int = 5) -> None:
-    """Print (to stderr) where ``steps`` training steps spend their time, by operator, and the
-    share of the convolutions (forward and backward)."""
+    """Print (to stderr) where ``steps`` training steps spend their time, by operator, and on the
+    CPU the share of the convolutions (forward and backward)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -174,11 +174,12 @@ def _profile(train_step, device: str, steps: int = 5) -> None:
         _sync(device)
     events = prof.key_averages()
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    total = sum(getattr(e, attr) for e in events)
-    conv = sum(getattr(e, attr) for e in events if "convolution" in e.key)
     print(events.table(sort_by=attr, row_limit=15), file=sys.stderr)
-    print(f"convolutions (forward and backward): {100 * conv / max(total, 1):.0f}% of the self time of "
-          f"{steps} training steps", file=sys.stderr, flush=True)
+    if device == "cpu":  # on a GPU the kernels are named by the library, not by the aten op
+        total = sum(e.self_cpu_time_total for e in events)
+        conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
+        print(f"convolutions (forward and backward): {100 * conv / max(total, 1):.0f}% of the self time of "
+              f"{steps} training steps", file=sys.stderr, flush=True)
 
 
 def measure(spec: dict) -> dict:
@@ -226,8 +227,6 @@ def measure(spec: dict) -> dict:
                     runtime_mem_gb=runtime / 2**30, **measure_memory(spec, model, opt, train_step))
     for _ in range(spec["warmup"]):
         train_step()
-    if spec.get("profile"):
-        _profile(train_step, device)
     train_s = _median_time(train_step, spec["steps"], device)
     loss = float(train_step())
 
@@ -247,6 +246,9 @@ def measure(spec: dict) -> dict:
         s = sample()
         sample_finite = bool(torch.isfinite(s).all())
         sample_s = _median_time(sample, spec["sample_reps"], device)
+    if spec.get("profile"):  # after every timing: a profiler can leave hooks that slow later work
+        model.train()
+        _profile(train_step, device)
     return dict(
         config=spec["config"], impl=spec["impl"], memory_saving=spec["memory_saving"], device=device,
         optimizer=opt_name, malloc=spec.get("malloc", "system"),
@@ -335,7 +337,7 @@ def run_worker(spec: dict) -> dict:
     elif spec.get("malloc") == "tuned":
         env.update(TUNED_MALLOC)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if spec.get("profile") and spec.get("phase") != "memory":
+    if proc.returncode == 0 and spec.get("profile") and spec.get("phase") != "memory":
         sys.stderr.write(proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {spec}:\n{proc.stderr[-4000:]}")
@@ -397,7 +399,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement (no timings)")
     p.add_argument("--profile", action="store_true",
-                   help="print a torch.profiler table of 5 training steps per row (to stderr) before timing")
+                   help="print a torch.profiler table of 5 training steps per row (to stderr), after the "
+                        "timed steps of the first round")
     p.add_argument("--malloc", default="tuned", choices=["tuned", "system"],
                    help="glibc allocator settings of the timing workers (see TUNED_MALLOC); the same for every row")
     p.add_argument("--repeat", type=int, default=1,
@@ -448,7 +451,7 @@ def main(argv=None) -> list[dict]:
             for i, s in enumerate(specs):
                 busy = wait_until_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                 t0 = time.time()
-                r = {} if args.memory_only else run_worker(s)
+                r = {} if args.memory_only else run_worker(dict(s, profile=s["profile"] and rep == 0))
                 r["cpu_busy_before"] = busy
                 if not args.no_memory and rep == 0:
                     r.update(run_worker(dict(s, phase="memory")))

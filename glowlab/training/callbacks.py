@@ -1,4 +1,4 @@
-"""Callbacks: sample grids and training throughput."""
+"""Callbacks: the latest-state checkpoint, sample grids and training throughput."""
 
 from __future__ import annotations
 
@@ -8,12 +8,34 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import save_image
 
-__all__ = ["SampleGrid", "ImagesPerSecond", "save_sample_grid"]
+__all__ = ["LatestCheckpoint", "SampleGrid", "ImagesPerSecond", "save_sample_grid"]
 
 log = logging.getLogger(__name__)
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """``dirpath/last.ckpt``: the latest training state, for resuming.
+
+    Rewritten (atomically, like every Lightning checkpoint) after every validation, or at every
+    epoch end when there is none, and once more when training ends, so a run stopped by
+    ``max_steps`` or ``max_time`` between validations still leaves its final state. Lightning's own
+    ``save_last=True`` rewrites ``last.ckpt`` only when a monitored checkpoint improves. Put it
+    after the ``val/bpd`` checkpoint in the callback list, so the state it saves holds that
+    callback's updated best score.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last"):
+        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):  # skipped when this step is saved already
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def save_sample_grid(images: torch.Tensor, path: str | Path, nrow: int) -> int:

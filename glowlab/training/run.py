@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = _scalars(trainer.callback_metrics)
         # the checkpoint that monitors a metric (val/bpd), not the one that keeps the latest state
-        best_cb = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor), None)
+        best_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
         if cfg.get("test", True):
             best = best_cb.best_model_path if best_cb else ""
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)

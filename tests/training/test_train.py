@@ -48,6 +48,14 @@ def test_last_checkpoint_is_the_latest_state_even_when_val_stops_improving(train
     assert best["global_step"] == 4
 
 
+def test_last_checkpoint_written_when_training_ends_between_validations(train_cfg, tmp_path):
+    """max_steps ends the run in the middle of epoch 1 and before its first validation (every 2nd
+    epoch): last.ckpt still holds step 6."""
+    train(train_cfg("trainer.max_epochs=4", "trainer.max_steps=6", "trainer.check_val_every_n_epoch=2"))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 6
+
+
 def test_logged_parts_add_up_to_bpd(train_cfg):
     """prior_bpd + logdet_bpd + n_bits equals the logged test bpd (closed-form decomposition)."""
     m = train(train_cfg())
