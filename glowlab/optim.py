@@ -24,8 +24,7 @@ __all__ = ["OPTIMIZERS", "IMPLEMENTATIONS", "check_optimizer", "make_optimizer"]
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "forloop")
 _HAS_FUSED = ("adam", "adamw")
-_KERNEL_FLAGS = {"fused": {"fused": True, "foreach": None}, "foreach": {"fused": None, "foreach": True},
-                 "forloop": {"fused": None, "foreach": False}}
+_KERNEL_FLAGS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}
 
 
 def check_optimizer(name: str, implementation: str = "auto", fused_ok: bool = True) -> None:
@@ -74,17 +73,13 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float
     if implementation == "auto":
         use_fused = name in _HAS_FUSED and fused_ok and _fused_supported(params)
         implementation = "fused" if use_fused else "foreach"
-    flags = {k: v for k, v in _KERNEL_FLAGS[implementation].items() if v is not None}
-    opt = OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **flags)
+    opt = OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+                           **_KERNEL_FLAGS[implementation])
     opt.register_load_state_dict_pre_hook(_keep_kernel_flags)
     return opt
 
 
 def _keep_kernel_flags(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
     """``load_state_dict`` pre-hook: the loaded groups keep this optimiser's kernel choice."""
-    state_dict = dict(state_dict)
-    state_dict["param_groups"] = [
-        {**group, **{k: optimizer.defaults.get(k) for k in ("fused", "foreach") if k in group or k in optimizer.defaults}}
-        for group in state_dict["param_groups"]
-    ]
-    return state_dict
+    kernel = {k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults}
+    return {**state_dict, "param_groups": [{**group, **kernel} for group in state_dict["param_groups"]]}

@@ -125,7 +125,7 @@ def build_model(spec: dict, model_class):
 
 def make_adam(spec: dict, params):
     """Adam at lr 1e-5 (the size of a warm-up's first steps: at 1e-4 without warm-up the depth-32
-    ``cifar`` Glow diverges within three steps of one random batch and its samples are non-finite)
+    ``cifar`` Glow can diverge on its one random batch, and its samples become non-finite)
     and the name of its kernel. ``optimizer="own"``: what each implementation
     does by default (the plain Glow: ``torch.optim.Adam(params)``, a per-parameter loop on the CPU;
     glowlab: ``glowlab.optim.make_optimizer``'s default for Adam, the fused kernel; training's
@@ -144,8 +144,8 @@ def make_adam(spec: dict, params):
 
 def _runtime_rss(spec: dict, model_class) -> int:
     """RSS of the interpreter, torch and the code that training runs: measured after one training
-    step of a tiny model of the same class (which pages in the kernels' libraries, about 0.15 GB
-    of LAPACK and oneDNN code), once that model is freed."""
+    step of a tiny model of the same class (which pages in the code of the kernels' libraries,
+    LAPACK and oneDNN), once that model is freed."""
     import gc
 
     import torch
