@@ -1,0 +1,48 @@
+"""Amortised parameters: a zero-initialised linear map from a ``context [B, C]`` to per-sample
+shifts of a layer's free parameters (Rezende & Mohamed 2015 produce flow parameters from the
+encoder's output; starting the shifts at zero makes every sample start from the shared ones)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glowlab.core import ContextError
+
+__all__ = ["ContextHead", "check_context"]
+
+
+def check_context(owner: str, context, batch: int | None, features: int) -> torch.Tensor:
+    """Return ``context`` after checking that it is a floating ``[batch, features]`` tensor; raise
+    :class:`~glowlab.core.ContextError` naming ``owner`` otherwise."""
+    if not isinstance(context, torch.Tensor):
+        raise ContextError(f"{owner} was built with context_features={features} and needs a context tensor "
+                           f"[B, {features}] (an encoder's output), got {type(context).__name__}")
+    if context.dim() != 2 or context.shape[1] != features or not context.is_floating_point():
+        raise ContextError(f"{owner} expects a floating context of shape [B, {features}], got "
+                           f"{tuple(context.shape)} ({context.dtype})")
+    if batch is not None and context.shape[0] != batch:
+        raise ContextError(f"{owner}: context has {context.shape[0]} rows for {batch} samples; pass one row per sample")
+    return context
+
+
+class ContextHead(nn.Module):
+    """``context [B, C] -> [B, out_features]`` shifts (zero at initialisation), or ``None`` when
+    the owning layer is not conditional (``context_features=None``; a context is then ignored)."""
+
+    def __init__(self, owner: nn.Module, context_features: int | None, out_features: int):
+        super().__init__()
+        if context_features is not None and (isinstance(context_features, bool)
+                                             or not isinstance(context_features, int) or context_features < 1):
+            raise ValueError(f"context_features must be a positive integer or None, got {context_features!r}")
+        self.owner = type(owner).__name__  # a name, not the module (that would nest it in itself)
+        self.context_features = context_features
+        self.linear = None
+        if context_features is not None:
+            self.linear = nn.Linear(context_features, out_features, bias=False)
+            nn.init.zeros_(self.linear.weight)
+
+    def forward(self, context, batch: int | None) -> torch.Tensor | None:
+        if self.linear is None:
+            return None
+        return self.linear(check_context(self.owner, context, batch, self.context_features))

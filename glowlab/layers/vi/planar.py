@@ -1,0 +1,113 @@
+"""Planar flow (Rezende & Mohamed 2015): ``f(z) = z + û tanh(wᵀz + b)`` on vectors ``[B, D]``.
+
+Math:
+    With ``a = wᵀz + b`` and ``h = tanh``, the Jacobian is ``I + û h'(a) wᵀ``, so by the matrix
+    determinant lemma ``log|det ∂f/∂z| = log|1 + h'(a) wᵀû|`` (nats, per sample).
+
+    The map is invertible iff ``wᵀû ≥ −1`` (``h' ∈ (0, 1]``). The free parameter ``u`` is
+    reparameterised so that this always holds::
+
+        û = u + (softplus(wᵀu) − 1 − wᵀu) · w / ‖w‖²      so that      wᵀû = softplus(wᵀu) − 1 > −1.
+
+    Note the division by ``‖w‖²`` (not ``‖w‖``, a bug in several public ports, which leaves
+    ``wᵀû`` free to fall below −1 whenever ``‖w‖ ≠ 1``).
+
+    The inverse has no closed form: :meth:`Planar.inverse` raises
+    :class:`~glowlab.core.InverseNotAvailable`. Put the layer on the sampling side of a density
+    with :class:`~glowlab.core.Inverse` (see :class:`glowlab.vi.VariationalFlow`).
+
+Amortised version: with ``context_features=C`` the layer's ``(u, w, b)`` for each sample are the
+free parameters plus a linear function of ``context [B, C]`` (an encoder's output), the head
+initialised at zero so that every sample starts from the shared parameters.
+
+References:
+    D. J. Rezende and S. Mohamed, "Variational Inference with Normalizing Flows", ICML 2015,
+    section 4.1 and appendix A.1.
+
+Example:
+    >>> import torch
+    >>> from glowlab.layers.vi import Planar
+    >>> f = Planar(2)
+    >>> y, ladj = f(torch.randn(5, 2))
+    >>> tuple(y.shape), tuple(ladj.shape)
+    ((5, 2), (5,))
+    >>> bool((f.w_dot_u_hat() >= -1).all())
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glowlab.core import Bijection, check_event, logdet_dtype
+from glowlab.layers.vi.context import ContextHead
+
+__all__ = ["Planar", "planar_u_hat"]
+
+
+def planar_u_hat(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``û = u + (softplus(wᵀu) − 1 − wᵀu) w / ‖w‖²`` along the last dimension (any batch shape).
+
+    Guarantees ``wᵀû = softplus(wᵀu) − 1 > −1``. ``w = 0`` gives ``û = u`` (the correction
+    vanishes with ``w``).
+    """
+    wu = (w * u).sum(-1, keepdim=True)
+    w_sq = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    return u + (F.softplus(wu) - 1 - wu) * w / w_sq
+
+
+class Planar(Bijection):
+    """One planar layer ``f(z) = z + û tanh(wᵀz + b)``; forward only (see the module docstring).
+
+    Args:
+        features: the dimension ``D`` of the vectors ``[B, D]``.
+        context_features: the width ``C`` of a ``context [B, C]`` that shifts ``(u, w, b)`` per
+            sample (amortised inference); ``None`` for a layer with shared parameters.
+
+    ``forward(z, context) -> (f(z) [B, D], log|det ∂f/∂z| [B] nats)``.
+    """
+
+    event_dim = 1
+    inverse_kind = "none"
+
+    def __init__(self, features: int, context_features: int | None = None):
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"Planar needs features >= 1 (the vector dimension D), got {features!r}")
+        bound = 1.0 / math.sqrt(features)
+        self.features = features
+        self.u = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
+        self.w = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
+        self.b = nn.Parameter(torch.zeros(()))
+        self.head = ContextHead(self, context_features, 2 * features + 1)
+
+    def parameters_for(self, context=None, batch: int | None = None):
+        """``(û, w, b)`` as used by the map: ``[D], [D], []``, or ``[B, D], [B, D], [B]`` with a context."""
+        u, w, b = self.u, self.w, self.b
+        shift = self.head(context, batch)
+        if shift is not None:
+            du, dw, db = shift.split([self.features, self.features, 1], dim=-1)
+            u, w, b = u + du, w + dw, b + db.squeeze(-1)
+        return planar_u_hat(u, w), w, b
+
+    def w_dot_u_hat(self, context=None) -> torch.Tensor:
+        """``wᵀû``, which is ``> −1`` for any value of the free parameters (the invertibility condition)."""
+        u_hat, w, _ = self.parameters_for(context, None if context is None else context.shape[0])
+        return (w * u_hat).sum(-1)
+
+    def forward(self, z: torch.Tensor, context=None):
+        check_event(self, z, 1)
+        if z.shape[1] != self.features:
+            raise ValueError(f"Planar was built for D={self.features} features, got input of shape {tuple(z.shape)}")
+        u_hat, w, b = self.parameters_for(context, z.shape[0])
+        a = (z * w).sum(-1) + b  # [B]
+        y = z + u_hat * torch.tanh(a).unsqueeze(-1)
+        # h'(a) = 1 - tanh(a)^2; wᵀû = softplus(wᵀu) - 1 > -1, so the argument of log1p is > -1
+        dtype = logdet_dtype(z)
+        h_prime = 1 - torch.tanh(a.to(dtype)).square()
+        ladj = torch.log1p(h_prime * (w * u_hat).sum(-1).to(dtype))
+        return y, ladj.expand(z.shape[0])
