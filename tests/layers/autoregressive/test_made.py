@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glowlab.layers.autoregressive import MADE, MaskedConvNet, autoregressive_order, raster_order
+from glowlab.layers.autoregressive import (
+    MADE,
+    MaskedConvNet,
+    autoregressive_order,
+    raster_order,
+)
 
 pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
