@@ -1,6 +1,6 @@
 """Per-image bits/dim and OOD AUROC: `python score.py ckpt_path=RUN/checkpoints/best.ckpt [ood_data=noise]` (see conf/score.yaml)."""
 
-from glowlab.after.cli import score_main
+from glowlab.analysis.cli import score_main
 
 if __name__ == "__main__":
     score_main()

@@ -1,6 +1,6 @@
 """Glow, RealNVP and NICE: compositions of ``glowlab.flows`` with priors (no Lightning needed)."""
 
-from glowlab.models.base import MultiscaleFlow
+from glowlab.image.multiscale import MultiscaleFlow
 from glowlab.models.glow import Glow
 from glowlab.models.nice import NICE
 from glowlab.models.realnvp import RealNVP

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from glowlab.flows import (ActNorm, AdditiveCoupling, AffineCoupling, InvConv1x1, InvConv1x1LU,
-                           LearnedPrior, Reverse, Shuffle, Split, Squeeze)
-from glowlab.flows.reversible import MemorySavingSequence, check_memory_saving
-from glowlab.models.base import MultiscaleFlow, check_divisible
+from glowlab.image import LearnedPrior, Split, Squeeze
+from glowlab.layers import ActNorm, AdditiveCoupling, AffineCoupling, InvConv1x1, InvConv1x1LU, Reverse, Shuffle
+from glowlab.execution.memory_saving import MemorySavingSequence, check_memory_saving
+from glowlab.image.multiscale import MultiscaleFlow, check_divisible
 
 __all__ = ["Glow"]
 
@@ -29,7 +29,7 @@ class Glow(MultiscaleFlow):
         memory_saving: ``"none"`` (plain autograd), ``"checkpoint"`` (``torch.utils.checkpoint``
             per flow step) or ``"reversible"`` (no stored activations: each step's input is
             reconstructed by its inverse in the backward pass). Both saving modes cost about one
-            extra forward pass and give the same gradients; see :mod:`glowlab.flows.reversible`.
+            extra forward pass and give the same gradients; see :mod:`glowlab.execution.memory_saving`.
 
     Example:
         >>> import torch

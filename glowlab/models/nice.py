@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 
-from glowlab.flows import DiagonalScale, FlowSequence, LearnedPrior, MLPAdditiveCoupling
-from glowlab.flows.split import LogisticPrior
-from glowlab.models.base import MultiscaleFlow, check_divisible
+from glowlab.core import Compose as FlowSequence
+from glowlab.image import LearnedPrior
+from glowlab.layers import DiagonalScale, MLPAdditiveCoupling
+from glowlab.image.split import LogisticPrior
+from glowlab.image.multiscale import MultiscaleFlow, check_divisible
 
 __all__ = ["NICE"]
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from glowlab.flows import ActNorm, AffineCoupling, LearnedPrior, Split, Squeeze
-from glowlab.flows.reversible import MemorySavingSequence, check_memory_saving
-from glowlab.models.base import MultiscaleFlow, check_divisible
+from glowlab.image import LearnedPrior, Split, Squeeze
+from glowlab.layers import ActNorm, AffineCoupling
+from glowlab.execution.memory_saving import MemorySavingSequence, check_memory_saving
+from glowlab.image.multiscale import MultiscaleFlow, check_divisible
 
 __all__ = ["RealNVP"]
 
@@ -23,7 +24,7 @@ class RealNVP(MultiscaleFlow):
         hidden_channels, num_blocks: the residual coupling networks (64 and 8 in the paper).
         num_classes: > 0 makes the top prior class-conditional.
         memory_saving: ``"none"``, ``"checkpoint"`` or ``"reversible"``, as for
-            :class:`~glowlab.models.Glow` (see :mod:`glowlab.flows.reversible`).
+            :class:`~glowlab.models.Glow` (see :mod:`glowlab.execution.memory_saving`).
 
     References:
         Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.

@@ -250,7 +250,7 @@ def test_temperature_scales_the_std_at_every_level(temperature, core_helpers, to
         images = model.sample(4, temperature, generator=torch.Generator().manual_seed(3))
         z_split, z_top = model(images)[0]
         top_mean, top_log_std = model.top_prior._params(4, None, None, images.dtype)
-        kept_half = model.levels[1].inverse(z_top)  # what the split prior is conditioned on
+        kept_half = model.levels[1].inverse(z_top)[0]  # what the split prior is conditioned on
         split_mean, split_log_std = model.splits[0]._params(kept_half)
         gen = torch.Generator().manual_seed(3)
         expected_top = temperature * torch.randn(z_top.shape, generator=gen)

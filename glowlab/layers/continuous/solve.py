@@ -170,6 +170,7 @@ class SolveFunc(nn.Module):
     # torchdiffeq calls these before every step, accepted or not, of the forward / adjoint solve
     def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.steps += 1
+        t0, dt = t0.detach(), dt.detach()
         if self.steps > self.max_num_steps:
             raise ODESolveError(f"the ODE solve of a continuous flow took more than max_num_steps="
                                 f"{self.max_num_steps} steps (at s={float(t0):.4g} of [0, 1], step size "

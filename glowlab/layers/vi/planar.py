@@ -49,15 +49,18 @@ from glowlab.layers.vi.context import ContextHead
 __all__ = ["Planar", "planar_u_hat"]
 
 
-def planar_u_hat(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def planar_u_hat(u: torch.Tensor, w: torch.Tensor, return_dot: bool = False):
     """``û = u + (softplus(wᵀu) − 1 − wᵀu) w / ‖w‖²`` along the last dimension (any batch shape).
 
     Guarantees ``wᵀû = softplus(wᵀu) − 1 > −1``. ``w = 0`` gives ``û = u`` (the correction
-    vanishes with ``w``).
+    vanishes with ``w``). With ``return_dot=True`` also returns ``wᵀû`` (shape without the last
+    dimension), computed as ``softplus(wᵀu) − 1``.
     """
     wu = (w * u).sum(-1, keepdim=True)
     w_sq = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-    return u + (F.softplus(wu) - 1 - wu) * w / w_sq
+    wu_hat = F.softplus(wu) - 1
+    u_hat = u + (wu_hat - wu) / w_sq * w
+    return (u_hat, wu_hat.squeeze(-1)) if return_dot else u_hat
 
 
 class Planar(Bijection):
@@ -86,28 +89,31 @@ class Planar(Bijection):
         self.head = ContextHead(self, context_features, 2 * features + 1)
 
     def parameters_for(self, context=None, batch: int | None = None):
-        """``(û, w, b)`` as used by the map: ``[D], [D], []``, or ``[B, D], [B, D], [B]`` with a context."""
+        """``(û, w, b, wᵀû)`` as used by the map: ``[D], [D], [], []``, or ``[B, D], [B, D], [B], [B]``
+        with a context."""
         u, w, b = self.u, self.w, self.b
         shift = self.head(context, batch)
         if shift is not None:
             du, dw, db = shift.split([self.features, self.features, 1], dim=-1)
             u, w, b = u + du, w + dw, b + db.squeeze(-1)
-        return planar_u_hat(u, w), w, b
+        u_hat, wu_hat = planar_u_hat(u, w, return_dot=True)
+        return u_hat, w, b, wu_hat
 
     def w_dot_u_hat(self, context=None) -> torch.Tensor:
-        """``wᵀû``, which is ``> −1`` for any value of the free parameters (the invertibility condition)."""
-        u_hat, w, _ = self.parameters_for(context, None if context is None else context.shape[0])
+        """``wᵀû`` computed from ``û`` (``[]``, or ``[B]`` with a context): ``> −1`` for any value of the
+        free parameters, the invertibility condition."""
+        u_hat, w, _, _ = self.parameters_for(context, None if context is None else context.shape[0])
         return (w * u_hat).sum(-1)
 
     def forward(self, z: torch.Tensor, context=None):
         check_event(self, z, 1)
         if z.shape[1] != self.features:
             raise ValueError(f"Planar was built for D={self.features} features, got input of shape {tuple(z.shape)}")
-        u_hat, w, b = self.parameters_for(context, z.shape[0])
-        a = (z * w).sum(-1) + b  # [B]
-        y = z + u_hat * torch.tanh(a).unsqueeze(-1)
-        # h'(a) = 1 - tanh(a)^2; wᵀû = softplus(wᵀu) - 1 > -1, so the argument of log1p is > -1
+        u_hat, w, b, wu_hat = self.parameters_for(context, z.shape[0])
+        a = torch.addmv(b, z, w) if w.dim() == 1 else (z * w).sum(-1) + b  # wᵀz + b, [B]
+        h = torch.tanh(a)
+        y = torch.addcmul(z, h.unsqueeze(-1), u_hat)
+        # log|1 + h'(a) wᵀû| with h' = 1 - tanh²; wᵀû > -1 and h' in (0, 1], so the argument of log1p is > -1
         dtype = logdet_dtype(z)
-        h_prime = 1 - torch.tanh(a.to(dtype)).square()
-        ladj = torch.log1p(h_prime * (w * u_hat).sum(-1).to(dtype))
-        return y, ladj.expand(z.shape[0])
+        ladj = torch.log1p((1 - h.to(dtype).square()) * wu_hat.to(dtype))
+        return y, ladj

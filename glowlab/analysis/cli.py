@@ -20,7 +20,7 @@ def _container(node) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
 def _sample(cfg: DictConfig) -> dict:
-    from glowlab.after.sampling import sample_to_file
+    from glowlab.analysis.sampling import sample_to_file
 
     apply_extras(cfg)
     info = sample_to_file(cfg.ckpt_path, mode=cfg.mode, n=cfg.n, temperature=cfg.temperature,
@@ -33,7 +33,7 @@ def _sample(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="score")
 def _score(cfg: DictConfig) -> dict:
-    from glowlab.after.scoring import score_checkpoint
+    from glowlab.analysis.scoring import score_checkpoint
 
     apply_extras(cfg)
     s = score_checkpoint(cfg.ckpt_path, ood_data=cfg.ood_data, k=cfg.k, limit=cfg.limit,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from glowlab.flows import ActNorm, AffineCoupling, InvConv1x1LU, Squeeze
-from glowlab.flows.reversible import MemorySavingSequence, reversible_forward
+from glowlab.execution.memory_saving import MemorySavingSequence, reversible_forward
 from glowlab.models import Glow, RealNVP
 
 MODES = ("none", "checkpoint", "reversible")

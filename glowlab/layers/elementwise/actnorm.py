@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from glowlab.flows.base import Flow, logdet_dtype
+from glowlab.core.bijection import Bijection, logdet_dtype
 
 __all__ = ["ActNorm", "all_reduce_mean"]
 
@@ -25,7 +25,7 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-class ActNorm(Flow):
+class ActNorm(Bijection):
     """Per-channel affine map ``y = (x + loc) * exp(log_scale)``.
 
     On the first forward pass in training mode, ``loc = -mean`` and ``log_scale = -log(std + eps)``
@@ -85,15 +85,17 @@ class ActNorm(Flow):
         self.initialized.fill_(True)
         self._known_initialized = True
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, context=None):
         self._check(x)
         if self.training and not self.is_initialized():
             self.initialize(x)
         y = (x + self._view(self.loc, x)) * self._view(self.log_scale, x).exp()
-        spatial = x[0, 0].numel()
-        logdet = (self.log_scale.to(logdet_dtype(x)).sum() * spatial).expand(x.shape[0])
-        return y, logdet
+        return y, self._ladj(x)
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def _ladj(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x[0, 0].numel()
+        return (self.log_scale.to(logdet_dtype(x)).sum() * spatial).expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor, context=None):
         self._check(y)
-        return y * self._view(-self.log_scale, y).exp() - self._view(self.loc, y)
+        return y * self._view(-self.log_scale, y).exp() - self._view(self.loc, y), -self._ladj(y)

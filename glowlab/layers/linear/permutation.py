@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import torch
 
-from glowlab.flows.base import Flow, logdet_dtype
+from glowlab.core.bijection import Bijection, zero_ladj
 
 __all__ = ["Reverse", "Shuffle"]
 
 
-class Reverse(Flow):
-    """Reverse the channel order. Volume preserving: logdet ``[B]`` is zero."""
+class Reverse(Bijection):
+    """Reverse the channel order (dimension 1 of ``[B, C, ...]``: images or vectors). Volume preserving:
+    ladj ``[B]`` is zero."""
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        return x.flip(1), x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
+    def forward(self, x: torch.Tensor, context=None):
+        return x.flip(1), zero_ladj(x)
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return y.flip(1)
+    def inverse(self, y: torch.Tensor, context=None):
+        return y.flip(1), zero_ladj(y)
 
 
-class Shuffle(Flow):
+class Shuffle(Bijection):
     """A fixed random channel permutation. The indices are buffers, so they are saved and loaded.
 
     Args:
@@ -38,10 +39,10 @@ class Shuffle(Flow):
         if x.dim() < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"Shuffle expects {self.num_channels} channels, got shape {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, context=None):
         self._check(x)
-        return x[:, self.perm], x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
+        return x[:, self.perm], zero_ladj(x)
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None):
         self._check(y)
-        return y[:, self.inv_perm]
+        return y[:, self.inv_perm], zero_ladj(y)

@@ -1,13 +1,13 @@
 """After training: sample images from a checkpoint and score images by likelihood.
 
-* :mod:`glowlab.after.sampling`: sample grids, temperature rows, latent interpolation,
+* :mod:`glowlab.analysis.sampling`: sample grids, temperature rows, latent interpolation,
   reconstructions (``sample.py``).
-* :mod:`glowlab.after.scoring`: per-image bits/dim, out-of-distribution sets, AUROC
+* :mod:`glowlab.analysis.scoring`: per-image bits/dim, out-of-distribution sets, AUROC
   (``score.py``).
 
 Both rebuild the model and its data from the checkpoint alone (:func:`load_trained`).
 """
 
-from glowlab.after.loading import inference_weights, load_trained, run_dir_of
+from glowlab.analysis.loading import inference_weights, load_trained, run_dir_of
 
 __all__ = ["load_trained", "inference_weights", "run_dir_of"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glowlab.flows.actnorm import ActNorm
+from glowlab.layers.elementwise.actnorm import ActNorm
 
 __all__ = ["ZeroConv2d", "CouplingNet", "ResNetCouplingNet", "MLP"]
 

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from glowlab.after.loading import load_trained
-from glowlab.after.ood import TRANSFORMS, ood_data_config, transform_batch
-from glowlab.after.scoring import _batches, auroc, image_bpd, log_mean_exp_bpd, score_checkpoint
+from glowlab.analysis.loading import load_trained
+from glowlab.analysis.ood import TRANSFORMS, ood_data_config, transform_batch
+from glowlab.analysis.scoring import _batches, auroc, image_bpd, log_mean_exp_bpd, score_checkpoint
 from glowlab.training.run import build_datamodule, evaluate
-from tests.after.conftest import read_json
+from tests.analysis.conftest import read_json
 from tests.training.conftest import compose_config, run_script
 
 

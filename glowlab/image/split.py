@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glowlab.flows.base import logdet_dtype
-from glowlab.flows.nets import ZeroConv2d
+from glowlab.core.bijection import logdet_dtype
+from glowlab.layers.coupling.nets import ZeroConv2d
 
 __all__ = ["gaussian_log_prob", "Split", "LearnedPrior", "LogisticPrior"]
 

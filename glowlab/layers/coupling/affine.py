@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glowlab.flows.base import Flow, logdet_dtype
-from glowlab.flows.nets import MLP, CouplingNet, ResNetCouplingNet
+from glowlab.core.bijection import Bijection, logdet_dtype, zero_ladj
+from glowlab.layers.coupling.nets import MLP, CouplingNet, ResNetCouplingNet
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "MLPAdditiveCoupling", "checkerboard_mask", "broadcast_cond"]
 
@@ -36,24 +36,24 @@ def log_sigmoid(z: torch.Tensor) -> torch.Tensor:
     return torch.where(z > -60.0, torch.log(torch.sigmoid(z.clamp(min=-60.0))), z)
 
 
-def broadcast_cond(cond: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def broadcast_cond(context: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bring a conditioning input to ``[B, K, H, W]``: a vector ``[B, K]`` is tiled over space, a
     map ``[B, K, h, w]`` is average-pooled (or nearest-upsampled) to ``H x W``."""
-    if cond.dim() == 2:
-        return cond[:, :, None, None].expand(-1, -1, height, width)
-    if cond.dim() == 4:
-        if cond.shape[2:] == (height, width):
-            return cond
-        if cond.shape[2] >= height:
-            return F.adaptive_avg_pool2d(cond, (height, width))
-        return F.interpolate(cond, size=(height, width), mode="nearest")
-    raise ValueError(f"cond must be [B, K] or [B, K, H, W], got shape {tuple(cond.shape)}")
+    if context.dim() == 2:
+        return context[:, :, None, None].expand(-1, -1, height, width)
+    if context.dim() == 4:
+        if context.shape[2:] == (height, width):
+            return context
+        if context.shape[2] >= height:
+            return F.adaptive_avg_pool2d(context, (height, width))
+        return F.interpolate(context, size=(height, width), mode="nearest")
+    raise ValueError(f"context must be [B, K] or [B, K, H, W], got shape {tuple(context.shape)}")
 
 
-class AffineCoupling(Flow):
+class AffineCoupling(Bijection):
     """Affine coupling: part ``a`` of x is kept and conditions an affine map of part ``b``.
 
-    ``h = NN(x_a [, cond])``, ``t, h_s = split(h)``, ``y_b = (x_b + t) * s`` and ``y_a = x_a``, with
+    ``h = NN(x_a [, context])``, ``t, h_s = split(h)``, ``y_b = (x_b + t) * s`` and ``y_a = x_a``, with
 
     * ``scale_fn="sigmoid"`` (Glow): ``s = sigmoid(h_s + 2)``, computed as ``exp(logsigmoid(.))``
       because autocast keeps ``log``/``exp`` in float32 but not ``sigmoid``;
@@ -79,6 +79,7 @@ class AffineCoupling(Flow):
     """
 
     additive = False
+    event_dim = 3
 
     def __init__(self, in_channels: int, hidden_channels: int = 512, mask: str = "channel",
                  parity: int = 0, net: str = "glow", num_blocks: int = 4, actnorm: bool = True,
@@ -114,21 +115,21 @@ class AffineCoupling(Flow):
             self.tanh_scale = nn.Parameter(torch.ones(self.n_changed, 1, 1))
 
     # -- helpers -----------------------------------------------------------------------------
-    def _check(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    def _check(self, x: torch.Tensor, context: torch.Tensor | None) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"coupling expects input [B, {self.in_channels}, H, W], got {tuple(x.shape)}"
             )
-        if self.cond_channels and cond is None:
-            raise ValueError(f"this coupling is conditional (cond_channels={self.cond_channels}); pass cond")
-        if self.cond_channels and cond.shape[1] != self.cond_channels:
-            raise ValueError(f"cond must have {self.cond_channels} channels, got shape {tuple(cond.shape)}")
+        if self.cond_channels and context is None:
+            raise ValueError(f"this coupling is conditional (cond_channels={self.cond_channels}); pass context")
+        if self.cond_channels and context.shape[1] != self.cond_channels:
+            raise ValueError(f"context must have {self.cond_channels} channels, got shape {tuple(context.shape)}")
 
-    def _net_params(self, kept: torch.Tensor, cond: torch.Tensor | None, dtype: torch.dtype):
+    def _net_params(self, kept: torch.Tensor, context: torch.Tensor | None, dtype: torch.dtype):
         """Run the network on the kept part; return ``(t, log_s)`` in ``dtype`` (``log_s`` None if additive)."""
         inp = kept
         if self.cond_channels:
-            inp = torch.cat([kept, broadcast_cond(cond, *kept.shape[2:]).to(kept.dtype)], dim=1)
+            inp = torch.cat([kept, broadcast_cond(context, *kept.shape[2:]).to(kept.dtype)], dim=1)
         h = self.net(inp).to(dtype)  # the network may run in bf16 under autocast; the flow does not
         if self.additive:
             return h, None
@@ -148,38 +149,40 @@ class AffineCoupling(Flow):
         return torch.cat([kept, changed] if self.parity == 0 else [changed, kept], dim=1)
 
     # -- the flow ------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        self._check(x, cond)
+    def forward(self, x: torch.Tensor, context=None):
+        self._check(x, context)
         ld_dtype = logdet_dtype(x)
         if self.mask == "channel":
             kept, changed = self._split(x)
-            t, log_s = self._net_params(kept, cond, x.dtype)
+            t, log_s = self._net_params(kept, context, x.dtype)
             if log_s is None:
-                return self._join(kept, changed + t), x.new_zeros(x.shape[0], dtype=ld_dtype)
+                return self._join(kept, changed + t), zero_ladj(x)
             y = self._join(kept, (changed + t) * log_s.exp())
             return y, log_s.to(ld_dtype).flatten(1).sum(1)
         m = checkerboard_mask(*x.shape[2:], self.parity, x.device, x.dtype)
-        t, log_s = self._net_params(x * m, cond, x.dtype)
+        t, log_s = self._net_params(x * m, context, x.dtype)
         if log_s is None:
-            return x + (1 - m) * t, x.new_zeros(x.shape[0], dtype=ld_dtype)
+            return x + (1 - m) * t, zero_ladj(x)
         log_s = log_s * (1 - m)
         y = m * x + (1 - m) * (x + t) * log_s.exp()
         return y, log_s.to(ld_dtype).flatten(1).sum(1)
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        self._check(y, cond)
+    def inverse(self, y: torch.Tensor, context=None):
+        self._check(y, context)
+        ld_dtype = logdet_dtype(y)
         if self.mask == "channel":
             kept, changed = self._split(y)
-            t, log_s = self._net_params(kept, cond, y.dtype)
+            t, log_s = self._net_params(kept, context, y.dtype)
             if log_s is None:
-                return self._join(kept, changed - t)
+                return self._join(kept, changed - t), zero_ladj(y)
             # multiply by exp(-log s) instead of dividing by s: finite even for tiny scales
-            return self._join(kept, changed * (-log_s).exp() - t)
+            return self._join(kept, changed * (-log_s).exp() - t), -log_s.to(ld_dtype).flatten(1).sum(1)
         m = checkerboard_mask(*y.shape[2:], self.parity, y.device, y.dtype)
-        t, log_s = self._net_params(y * m, cond, y.dtype)
+        t, log_s = self._net_params(y * m, context, y.dtype)
         if log_s is None:
-            return y - (1 - m) * t
-        return m * y + (1 - m) * (y * (-log_s * (1 - m)).exp() - t)
+            return y - (1 - m) * t, zero_ladj(y)
+        log_s = log_s * (1 - m)
+        return m * y + (1 - m) * (y * (-log_s).exp() - t), -log_s.to(ld_dtype).flatten(1).sum(1)
 
 
 class AdditiveCoupling(AffineCoupling):
@@ -191,7 +194,7 @@ class AdditiveCoupling(AffineCoupling):
     additive = True
 
 
-class MLPAdditiveCoupling(Flow):
+class MLPAdditiveCoupling(Bijection):
     """NICE's additive coupling on the flattened image, ``[B, C, H, W]`` in and out.
 
     The ``D = C*H*W`` entries are split by index parity (even/odd); ``y_b = x_b + MLP(x_a)``.
@@ -217,8 +220,8 @@ class MLPAdditiveCoupling(Flow):
         out[:, self.changed_idx] = flat[:, self.changed_idx] + sign * t
         return out.view_as(x)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        return self._shift(x, 1.0), x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
+    def forward(self, x: torch.Tensor, context=None):
+        return self._shift(x, 1.0), zero_ladj(x)
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self._shift(y, -1.0)
+    def inverse(self, y: torch.Tensor, context=None):
+        return self._shift(y, -1.0), zero_ladj(y)

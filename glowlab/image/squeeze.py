@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from glowlab.flows.base import Flow, logdet_dtype
+from glowlab.core.bijection import Bijection, zero_ladj
 
 __all__ = ["Squeeze", "Unsqueeze", "squeeze2d", "unsqueeze2d"]
 
@@ -24,21 +24,25 @@ def unsqueeze2d(x: torch.Tensor) -> torch.Tensor:
     return rearrange(x, "b (c i j) h w -> b c (h i) (w j)", i=2, j=2)
 
 
-class Squeeze(Flow):
-    """Space-to-depth by 2 as a flow (a permutation of entries: logdet ``[B]`` is zero)."""
+class Squeeze(Bijection):
+    """Space-to-depth by 2 as a bijection (a permutation of entries: ladj ``[B]`` is zero)."""
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        return squeeze2d(x), x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
+    event_dim = 3
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return unsqueeze2d(y)
+    def forward(self, x: torch.Tensor, context=None):
+        return squeeze2d(x), zero_ladj(x)
+
+    def inverse(self, y: torch.Tensor, context=None):
+        return unsqueeze2d(y), zero_ladj(y)
 
 
-class Unsqueeze(Flow):
-    """Depth-to-space by 2 as a flow; the inverse of :class:`Squeeze`."""
+class Unsqueeze(Bijection):
+    """Depth-to-space by 2 as a bijection; the inverse of :class:`Squeeze`."""
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        return unsqueeze2d(x), x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
+    event_dim = 3
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return squeeze2d(y)
+    def forward(self, x: torch.Tensor, context=None):
+        return unsqueeze2d(x), zero_ladj(x)
+
+    def inverse(self, y: torch.Tensor, context=None):
+        return squeeze2d(y), zero_ladj(y)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from glowlab.flows.base import Flow, logdet_dtype
+from glowlab.core.bijection import Bijection, logdet_dtype
 
 __all__ = ["InvConv1x1", "InvConv1x1LU", "random_orthogonal"]
 
@@ -40,7 +40,7 @@ def _mix_channels(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(w, x.flatten(2)).view(x.shape[0], w.shape[0], *x.shape[2:])
 
 
-class _CachedWeight(Flow):
+class _CachedWeight(Bijection):
     """Shared machinery: ``y = W x`` per pixel, with (W, W^-1, log|det W|) cached in eval mode.
 
     The cache key holds every parameter's storage pointer and version counter, which change on
@@ -51,6 +51,8 @@ class _CachedWeight(Flow):
     The map runs with autocast disabled, in the input's dtype (float32 or wider): the 1x1 conv is
     cheap next to the coupling networks, and keeping it exact keeps the inverse exact.
     """
+
+    event_dim = 3
 
     def __init__(self, num_channels: int):
         super().__init__()
@@ -90,7 +92,7 @@ class _CachedWeight(Flow):
                 f"1x1 conv expects input [B, {self.num_channels}, H, W], got {tuple(x.shape)}"
             )
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, context=None):
         self._check(x)
         with torch.autocast(x.device.type, enabled=False):
             w, _, lad = self._get(x.dtype, need_inverse=False)
@@ -99,11 +101,13 @@ class _CachedWeight(Flow):
         logdet = (lad.to(logdet_dtype(x)) * hw).expand(x.shape[0])
         return y, logdet
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, context=None):
         self._check(y)
         with torch.autocast(y.device.type, enabled=False):
-            _, w_inv, _ = self._get(y.dtype, need_inverse=True)
-            return _mix_channels(w_inv, y)
+            _, w_inv, lad = self._get(y.dtype, need_inverse=True)
+            x = _mix_channels(w_inv, y)
+        hw = y.shape[2] * y.shape[3]
+        return x, (-lad.to(logdet_dtype(y)) * hw).expand(y.shape[0])
 
 
 class InvConv1x1(_CachedWeight):

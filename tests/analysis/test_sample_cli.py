@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from glowlab.after.loading import inference_weights, load_trained
-from glowlab.after.sampling import interpolate, sample_grid, sample_to_file, pick_test_images
+from glowlab.analysis.loading import inference_weights, load_trained
+from glowlab.analysis.sampling import interpolate, sample_grid, sample_to_file, pick_test_images
 from glowlab.likelihood import dequantize
 from glowlab.training.module import FlowModule
-from tests.after.conftest import grid_size, read_json, read_png
+from tests.analysis.conftest import grid_size, read_json, read_png
 from tests.training.conftest import run_script
 
 MODES = ("grid", "temperatures", "interpolate", "reconstruct")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glowlab.flows.base import Flow, logdet_dtype
-from glowlab.flows.split import LearnedPrior, Split
+from glowlab.core.bijection import Bijection as Flow
+from glowlab.core.bijection import logdet_dtype
+from glowlab.image.split import LearnedPrior, Split
 
 __all__ = ["MultiscaleFlow", "check_divisible"]
 
@@ -56,13 +57,13 @@ class MultiscaleFlow(nn.Module):
     @property
     def memory_saving(self) -> str:
         """How the levels trade compute for activation memory in training: ``"none"``,
-        ``"checkpoint"`` or ``"reversible"`` (see :mod:`glowlab.flows.reversible`). Assignable."""
+        ``"checkpoint"`` or ``"reversible"`` (see :mod:`glowlab.execution.memory_saving`). Assignable."""
         modes = {getattr(level, "memory_saving", "none") for level in self.levels}
         return modes.pop() if len(modes) == 1 else "mixed"
 
     @memory_saving.setter
     def memory_saving(self, mode: str) -> None:
-        from glowlab.flows.reversible import MemorySavingSequence, check_memory_saving
+        from glowlab.execution.memory_saving import MemorySavingSequence, check_memory_saving
 
         check_memory_saving(mode)
         for level in self.levels:
@@ -88,7 +89,7 @@ class MultiscaleFlow(nn.Module):
         """
         import torch._dynamo
 
-        from glowlab.flows.reversible import MemorySavingSequence
+        from glowlab.execution.memory_saving import MemorySavingSequence
 
         kwargs.setdefault("dynamic", False)  # static shapes per level (dynamic ones hit inductor bugs)
         limit = 8 * len(self.levels)
@@ -150,7 +151,7 @@ class MultiscaleFlow(nn.Module):
             split = self.splits[i]
             if isinstance(split, Split):
                 h = split.merge(h, zs[i])
-            h = self.levels[i].inverse(h, fc)
+            h, _ = self.levels[i].inverse(h, fc)
         return h
 
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -173,5 +174,5 @@ class MultiscaleFlow(nn.Module):
             split = self.splits[i]
             if isinstance(split, Split):
                 h = split.merge(h, split.sample(h, temperature, generator))
-            h = self.levels[i].inverse(h, fc)
+            h, _ = self.levels[i].inverse(h, fc)
         return h

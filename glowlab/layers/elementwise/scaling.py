@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glowlab.flows.base import Flow, logdet_dtype
+from glowlab.core.bijection import Bijection, logdet_dtype
 
 __all__ = ["DiagonalScale"]
 
 
-class DiagonalScale(Flow):
+class DiagonalScale(Bijection):
     """``y = x * exp(log_scale)`` with one learned scale per dimension of the ``[C, H, W]`` image.
 
     Logdet ``[B]`` nats: ``sum(log_scale)``. NICE (Dinh et al., 2015) ends with this layer so
@@ -20,17 +20,20 @@ class DiagonalScale(Flow):
     def __init__(self, shape: tuple[int, ...]):
         super().__init__()
         self.shape = tuple(shape)
+        self.event_dim = len(self.shape)
         self.log_scale = nn.Parameter(torch.zeros(self.shape))
 
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"DiagonalScale expects [B, {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        self._check(x)
-        logdet = self.log_scale.to(logdet_dtype(x)).sum().expand(x.shape[0])
-        return x * self.log_scale.exp().to(x.dtype), logdet
+    def _ladj(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.to(logdet_dtype(x)).sum().expand(x.shape[0])
 
-    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context=None):
+        self._check(x)
+        return x * self.log_scale.exp().to(x.dtype), self._ladj(x)
+
+    def inverse(self, y: torch.Tensor, context=None):
         self._check(y)
-        return y * (-self.log_scale).exp().to(y.dtype)
+        return y * (-self.log_scale).exp().to(y.dtype), -self._ladj(y)

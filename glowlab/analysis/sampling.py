@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from glowlab.after.loading import inference_weights, load_trained, run_dir_of, write_json
+from glowlab.analysis.loading import inference_weights, load_trained, run_dir_of, write_json
 from glowlab.likelihood import dequantize, to_image
 from glowlab.training.callbacks import save_sample_grid
 from glowlab.training.module import FlowModule

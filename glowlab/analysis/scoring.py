@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from glowlab.after.loading import inference_weights, load_trained, run_dir_of, write_json
-from glowlab.after.ood import TRANSFORMS, build_ood_datamodule, transform_batch
+from glowlab.analysis.loading import inference_weights, load_trained, run_dir_of, write_json
+from glowlab.analysis.ood import TRANSFORMS, build_ood_datamodule, transform_batch
 from glowlab.training.module import FlowModule
 from glowlab.training.run import build_datamodule
 
@@ -149,7 +149,7 @@ def score_checkpoint(ckpt_path: str | Path, ood_data: str = "noise", k: int = 1,
 
     Args:
         ood_data: ``noise``, ``inverted``, ``shuffled_pixels`` (transforms of the test set, drawn
-            with ``seed``) or a dataset name (:func:`glowlab.after.ood.ood_data_config`; ``ood``
+            with ``seed``) or a dataset name (:func:`glowlab.analysis.ood.ood_data_config`; ``ood``
             overrides its config, ``paths`` resolves ``conf/data/<name>.yaml``).
         limit: score at most this many test (and OOD) images; ``train_limit``: training images
             for the typicality test's mean bpd (None: all).

@@ -52,9 +52,11 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-from glowlab.flows.actnorm import ActNorm
-from glowlab.flows.base import Flow, FlowSequence, logdet_dtype
-from glowlab.flows.coupling import AffineCoupling
+from glowlab.layers.elementwise.actnorm import ActNorm
+from glowlab.core.bijection import Bijection as Flow
+from glowlab.core.bijection import Compose as FlowSequence
+from glowlab.core.bijection import logdet_dtype
+from glowlab.layers.coupling.affine import AffineCoupling
 
 __all__ = ["MEMORY_SAVING_MODES", "MemorySavingSequence", "reversible_forward", "check_memory_saving",
            "register_recompute"]
@@ -111,7 +113,7 @@ def _cond_input(cond):
 def _generic_recompute(flow: Flow, y, cond, g_y, g_ld, params, need_x: bool):
     """Invert under no_grad, then re-run ``flow.forward`` with grad and backpropagate through it."""
     with torch.no_grad():
-        x = flow.inverse(y, cond)
+        x, _ = flow.inverse(y, cond)
     x_leaf = x.detach().requires_grad_(need_x)
     out, ld = flow(x_leaf, cond)
     c = _cond_input(cond)

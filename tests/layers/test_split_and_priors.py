@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glowlab.flows import LearnedPrior, Split, gaussian_log_prob
-from glowlab.flows.split import LogisticPrior
+from glowlab.image.split import LogisticPrior
 
 pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 
