@@ -136,18 +136,20 @@ class CNF(Bijection):
         return self.trace
 
     def _advice(self) -> str:
-        tips = [(f" It ran method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}, max_num_steps="
-                f"{self.max_num_steps}. To fix it:")]
-        if self.method in ADAPTIVE_METHODS:
-            tips.append(" loosen the tolerances (e.g. rtol=atol=1e-4),")
-        tips.append(" raise max_num_steps,")
+        adaptive = self.method in ADAPTIVE_METHODS
+        setting = f"rtol={self.rtol:g}, atol={self.atol:g}" if adaptive else f"step_size={self.step_size:g}"
+        tips = [f" It ran method={self.method!r}, {setting}, max_num_steps={self.max_num_steps}. To fix it:"]
+        if adaptive:
+            tips.append(" loosen the tolerances (e.g. rtol=atol=1e-4), raise max_num_steps,")
+        else:
+            tips.append(" lower step_size,")
         if self.kinetic_weight == 0 and self.jacobian_weight == 0:
             tips.append(" regularise the dynamics (kinetic_weight=0.01, jacobian_weight=0.01, RNODE),")
         else:
             tips.append(" raise kinetic_weight / jacobian_weight,")
-        if self.method in ADAPTIVE_METHODS:
-            tips.append(" or use a fixed-step solver (method='rk4', step_size=0.25), whose cost is bounded;")
-        tips.append(" lower the learning rate or clip gradients if this appears mid-training.")
+        if adaptive:
+            tips.append(" use a fixed-step solver (method='rk4', step_size=0.25), whose cost is bounded,")
+        tips.append(" or lower the learning rate / clip gradients if this appears mid-training.")
         return "".join(tips)
 
     def _solve(self, x: torch.Tensor, context, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
