@@ -136,3 +136,44 @@ def test_zero_channels_rejected():
     """ActNorm(0) raises ValueError naming the value."""
     with pytest.raises(ValueError, match="got 0"):
         ActNorm(0)
+
+
+def test_constant_channel_scale_is_capped_and_later_data_gets_a_finite_density():
+    """Issue 10 item 13: a constant channel at initialisation gets log_scale = -log(min_std + eps)
+    (not -log(eps) = 13.8), so later ordinary data has a finite, moderate log-density."""
+    x = torch.randn(16, 3, 4, 4)
+    x[:, 1] = 0.25
+    norm = ActNorm(3)
+    norm(x)
+    torch.testing.assert_close(norm.log_scale[1], -torch.log(torch.tensor(norm.min_std + norm.eps)))
+    assert norm.log_scale.max() <= -torch.log(torch.tensor(norm.min_std)) + 1e-9
+    later = torch.randn(8, 3, 4, 4)  # channel 1 is no longer constant
+    y, ladj = norm(later)
+    log_prob = -0.5 * (y.square() + torch.log(torch.tensor(2 * torch.pi))).flatten(1).sum(1) + ladj
+    assert torch.isfinite(log_prob).all()
+    assert log_prob.min() > -1e6  # with the old scale 1e6: about -1e12
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_initialisation_batch_is_refused(bad):
+    """Issue 10 item 9: a first batch holding NaN/inf raises a ValueError with the count and what to
+    do, and leaves the layer uninitialised (the next, finite batch initialises it)."""
+    x = torch.randn(4, 3, 2, 2)
+    x[0, 1, 0, 0] = bad
+    x[2, 0, 1, 1] = bad
+    norm = ActNorm(3)
+    with pytest.raises(ValueError, match=r"2 non-finite value\(s\).*data pipeline"):
+        norm(x)
+    assert not norm.is_initialized() and norm.needs_data_init()
+    assert torch.equal(norm.log_scale, torch.zeros(3))
+    y, _ = norm(torch.randn(4, 3, 2, 2))
+    assert norm.is_initialized() and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("event_dim, shape", [(1, (2, 3, 4, 4)), (3, (2, 3))])
+def test_declared_event_dim_refuses_the_other_layout(event_dim, shape):
+    """ActNorm(C, event_dim=1) accepts only [B, C]; event_dim=3 only [B, C, H, W]."""
+    norm = ActNorm(3, event_dim=event_dim)
+    assert norm.event_dim == event_dim
+    with pytest.raises(ValueError, match=re.escape(str(shape))):
+        norm(torch.randn(shape))
