@@ -129,11 +129,11 @@ class CNF(Bijection):
 
     def current_trace(self, x: torch.Tensor) -> str:
         """The trace the next solve on ``x`` uses: ``trace`` in training, ``eval_trace`` in eval mode."""
-        if self.training or self.eval_trace == "hutchinson":
+        if self.training:
             return self.trace
-        if self.eval_trace == "exact" or x[0].numel() <= self.exact_max_dim:
-            return "exact"
-        return self.trace
+        if self.eval_trace != "auto":
+            return self.eval_trace
+        return "exact" if x[0].numel() <= self.exact_max_dim else self.trace
 
     def _advice(self) -> str:
         adaptive = self.method in ADAPTIVE_METHODS
