@@ -1,0 +1,42 @@
+"""scripts/bench_autoregressive.py --quick runs and writes finite numbers for every library."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_autoregressive", ROOT / "scripts" / "bench_autoregressive.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_quick_run_writes_finite_numbers(tmp_path, capsys):
+    bench = load_script()
+    out = tmp_path / "bench.json"
+    bench.main(["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert "glowlab" in data["results"]
+    for lib, r in data["results"].items():
+        numbers = [r["params"], r["density_samples_per_s"], r["sampling_samples_per_s"], *r["bpd"], r["bpd_mean"]]
+        assert all(math.isfinite(v) and v > 0 for v in numbers), (lib, r)
+        assert len(r["bpd"]) == 2 and all(s > 0 for s in r["train_steps"])
+    params = [r["params"] for r in data["results"].values()]
+    assert max(params) / min(params) < 1.1, "parameter counts are not matched"
+    assert "| glowlab |" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_refused():
+    bench = load_script()
+    for argv in (["--libs", "glowlab,pyro"], ["--budget", "0"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse(argv)
