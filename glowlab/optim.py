@@ -11,6 +11,12 @@ small --baseline`` and the same with ``--optimizer forloop``; ``docs/bench/small
 The kernel chosen when the optimiser is built also holds after ``load_state_dict``: PyTorch would
 otherwise take the ``fused``/``foreach`` flags from the checkpoint's parameter groups, so a
 resumed run would silently switch kernels (or fail on a device without the saved one).
+
+Every optimiser built here also bumps its parameters' autograd version counters after each step
+(:func:`track_in_place_updates`): the fused kernels update parameters in place without doing so,
+and caches keyed on the version counters (the eval weights of the 1x1 convolutions,
+:mod:`glowlab.layers.linear.invconv`) would otherwise serve stale values. The hook belongs to that
+optimiser alone; nothing is registered process-wide.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from torch.autograd.graph import increment_version
 
-__all__ = ["OPTIMIZERS", "IMPLEMENTATIONS", "check_optimizer", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "IMPLEMENTATIONS", "check_optimizer", "make_optimizer", "track_in_place_updates"]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "forloop")
@@ -76,7 +83,35 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float
     opt = OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
                            **_KERNEL_FLAGS[implementation])
     opt.register_load_state_dict_pre_hook(_keep_kernel_flags)
+    track_in_place_updates(opt)
     return opt
+
+
+def track_in_place_updates(optimizer: torch.optim.Optimizer):
+    """Make every ``optimizer.step()`` bump the version counters of the parameters it holds.
+
+    PyTorch's fused kernels (``Adam(..., fused=True)``) write the new values in place without
+    bumping them, so a cache keyed on ``p._version`` cannot see the step. This registers a step
+    post-hook on this optimiser only (``Optimizer.register_step_post_hook``); :func:`make_optimizer`
+    calls it for you. Returns the hook's handle (``.remove()`` undoes it).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = torch.optim.Adam([p], lr=0.1, fused=True)
+        >>> _ = track_in_place_updates(opt)
+        >>> p.grad = torch.ones(2)
+        >>> before = p._version
+        >>> opt.step()
+        >>> p._version > before
+        True
+    """
+    return optimizer.register_step_post_hook(_bump_versions)
+
+
+def _bump_versions(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if params:
+        increment_version(params)
 
 
 def _keep_kernel_flags(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:

@@ -12,6 +12,7 @@ from glowlab.layers.coupling import nets
 from glowlab.layers.coupling.affine import log_sigmoid
 from glowlab.layers.coupling.nets import CouplingNet
 from glowlab.models import Glow
+from glowlab.optim import make_optimizer, track_in_place_updates
 
 
 @pytest.fixture
@@ -112,24 +113,60 @@ def test_cached_eval_weight_invalidated_by_fused_adam_step():
         torch.testing.assert_close(after, expected.detach())
 
 
-def test_cached_eval_weight_invalidated_by_fused_step_in_eval_mode():
+@pytest.mark.parametrize("how", ["make_optimizer", "track_in_place_updates", "invalidate_cache"])
+def test_cached_eval_weight_invalidated_by_fused_step_in_eval_mode(how):
     """A fused optimiser step taken while the module stays in eval mode (no train()/eval() switch
-    drops the cache, and the fused kernel leaves version counters alone) still invalidates it."""
+    drops the cache, and the fused kernel leaves version counters alone) still invalidates it: the
+    training optimiser (glowlab.optim.make_optimizer) bumps the versions through a hook of its own;
+    a user's own fused optimiser does so after track_in_place_updates, or the user invalidates."""
     torch.manual_seed(0)
     conv = InvConv1x1LU(4).eval()
     x = torch.randn(2, 4, 3, 3)
-    opt = torch.optim.Adam(conv.parameters(), lr=0.1, fused=True)
+    if how == "make_optimizer":
+        opt = make_optimizer("adam", conv.parameters(), lr=0.1, implementation="fused")
+    else:
+        opt = torch.optim.Adam(conv.parameters(), lr=0.1, fused=True)
+        if how == "track_in_place_updates":
+            track_in_place_updates(opt)
     with torch.no_grad():
         before = conv(x)[0]  # fills the cache
     conv(x)[0].square().sum().backward()  # grad enabled: computed afresh, not from the cache
-    versions = [p._version for p in conv.parameters()]
     opt.step()
-    assert [p._version for p in conv.parameters()] == versions  # why the step count is needed
+    if how == "invalidate_cache":
+        conv.invalidate_cache()
     with torch.no_grad():
         after = conv(x)[0]
         w, _ = conv._weight_and_logabsdet()
     assert not torch.allclose(after, before)
     torch.testing.assert_close(after, torch.einsum("oc,bchw->bohw", w, x))
+
+
+def test_untracked_fused_step_in_eval_mode_is_the_documented_limitation():
+    """Why the hook is needed: a bare fused step leaves the version counters (the cache key) as they
+    were, so without track_in_place_updates/invalidate_cache the eval cache is stale (documented
+    in glowlab.layers.linear.invconv)."""
+    torch.manual_seed(0)
+    conv = InvConv1x1LU(4).eval()
+    opt = torch.optim.Adam(conv.parameters(), lr=0.1, fused=True)
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        before = conv(x)[0]
+    conv(x)[0].square().sum().backward()
+    versions = [p._version for p in conv.parameters()]
+    opt.step()
+    assert [p._version for p in conv.parameters()] == versions
+    with torch.no_grad():
+        assert torch.equal(conv(x)[0], before)  # stale, as documented
+
+
+def test_no_process_wide_optimizer_hook():
+    """Importing the layers registers no global optimiser hook (issue 9: no hidden global state)."""
+    from torch.optim import optimizer as torch_optimizer
+
+    import glowlab.layers  # noqa: F401
+
+    assert not torch_optimizer._global_optimizer_post_hooks
+    assert not torch_optimizer._global_optimizer_pre_hooks
 
 
 @pytest.mark.slow

@@ -133,9 +133,9 @@ def test_float32_input_keeps_an_exact_inverse(conv_cls):
 
 
 @conv_classes
-@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 4)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 3), (2, 4, 3)])
 def test_wrong_input_shape_names_the_shape(conv_cls, shape):
-    """A tensor that is not ``[B, C, H, W]`` with the layer's C raises ValueError naming its shape."""
+    """A tensor that is not ``[B, C]`` or ``[B, C, H, W]`` with the layer's C raises ValueError naming its shape."""
     with pytest.raises(ValueError, match=re.escape(str(shape))):
         conv_cls(4)(torch.randn(shape))
 
@@ -145,3 +145,50 @@ def test_zero_channels_rejected(conv_cls):
     """num_channels=0 raises ValueError naming the value."""
     with pytest.raises(ValueError, match="got 0"):
         conv_cls(0)
+
+
+@conv_classes
+def test_vectors_are_a_linear_map(conv_cls, tol):
+    """For [B, D] the layer is y = W x with ladj log|det W|, and inverts exactly."""
+    conv = conv_cls(5)
+    x = torch.randn(4, 5)
+    y, logdet = conv(x)
+    w = weight(conv)
+    torch.testing.assert_close(y, x @ w.T)
+    torch.testing.assert_close(logdet, torch.linalg.slogdet(w).logabsdet.expand(4))
+    x_back, ladj_inv = conv.inverse(y)
+    torch.testing.assert_close(x_back, x, rtol=0, atol=tol.round_trip_atol)
+    torch.testing.assert_close(ladj_inv, -logdet)
+
+
+def _singular(conv):
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 1.0]]))
+    return conv
+
+
+def test_singular_weight_eval_forward_does_not_invert():
+    """Issue 10 item 14: with a singular W the eval forward still runs (logdet -inf, no inverse
+    computed) and the inverse raises InversionError naming the layer and what to do."""
+    from glowlab.core import InversionError
+
+    conv = _singular(InvConv1x1(3)).eval()
+    x = torch.randn(2, 3, 2, 2)
+    with torch.no_grad():
+        y, logdet = conv(x)
+        assert torch.isfinite(y).all() and conv._cache["w_inv"] is None
+        assert torch.isinf(logdet).all() and (logdet < 0).all()
+        with pytest.raises(InversionError, match=r"InvConv1x1\(3\).*singular.*InvConv1x1LU"):
+            conv.inverse(y)
+    with pytest.raises(InversionError, match="singular"):
+        conv.train().inverse(y)  # uncached path too
+
+
+def test_singular_weight_sampling_raises_inversion_error():
+    """Sampling a model through a singular 1x1 conv raises InversionError, not a raw LinAlgError."""
+    from glowlab.core import Compose, FlowDensity, InversionError, StandardNormal
+
+    density = FlowDensity(StandardNormal((3, 2, 2)), Compose([_singular(InvConv1x1(3))])).eval()
+    with pytest.raises(InversionError, match="InvConv1x1"):
+        density.sample(2)
+    assert torch.isinf(density.log_prob(torch.randn(2, 3, 2, 2))).all()
