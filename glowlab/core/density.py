@@ -54,6 +54,15 @@ class Density(nn.Module):
     :meth:`rsample_and_log_prob`; :meth:`sample` defaults to the latter without a graph."""
 
     event_shape: tuple[int, ...] = ()
+    #: > 0: conditioned on class labels ``[B]`` (long) in ``[0, num_classes)``.
+    num_classes: int = 0
+    #: > 0: conditioned on a float tensor ``[B, context_features]``.
+    context_features: int | None = 0
+
+    @property
+    def context_kind(self) -> str | None:
+        """What ``context`` this density takes: ``"label"``, ``"tensor"`` or None (unconditional)."""
+        return "label" if self.num_classes else "tensor" if self.context_features else None
 
     def log_prob(self, x: torch.Tensor, context=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -1,35 +1,39 @@
-"""Multiscale split with a learned conditional prior, and the learned top prior."""
+"""Multiscale split: factor out half the channels, with a Gaussian prior conditioned on the rest.
+
+The top priors (:class:`LearnedPrior`, :class:`LogisticPrior`) live in :mod:`glowlab.image.priors`
+and are re-exported here; :class:`Split` shares their base (:class:`~glowlab.image.priors.GaussianPrior`).
+
+Example:
+    >>> import torch
+    >>> split = Split(4)
+    >>> h, z = split.split(torch.randn(2, 4, 3, 3))
+    >>> split.log_prob(z, h).shape, split.sample(2, context=h, temperature=0.5).shape
+    (torch.Size([2]), torch.Size([2, 2, 3, 3]))
+"""
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from glowlab.core.bijection import logdet_dtype
+from glowlab.image.priors import (
+    GaussianPrior,
+    LearnedPrior,
+    LogisticPrior,
+    gaussian_log_prob,
+    legacy_sample_args,
+)
 from glowlab.layers.coupling.nets import ZeroConv2d
 
-__all__ = ["gaussian_log_prob", "Split", "LearnedPrior", "LogisticPrior"]
-
-_LOG_2PI = math.log(2 * math.pi)
+__all__ = ["LearnedPrior", "LogisticPrior", "Split", "gaussian_log_prob"]
 
 
-def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """``log N(z; mean, exp(log_std)^2)`` summed over all but the batch dimension: ``[B]`` nats,
-    computed in float32 or wider."""
-    dt = logdet_dtype(z)
-    z, mean, log_std = z.to(dt), mean.to(dt), log_std.to(dt)
-    per_dim = -0.5 * (_LOG_2PI + 2 * log_std + ((z - mean) * torch.exp(-log_std)) ** 2)
-    return per_dim.flatten(1).sum(1)
-
-
-class Split(nn.Module):
+class Split(GaussianPrior):
     """Factor out half of the channels: ``x [B, C, H, W] -> (h [B, C - C//2, H, W], z [B, C//2, H, W])``.
 
     ``z`` gets the Gaussian prior ``N(mean(h), exp(log_std(h))^2)`` from a zero-initialised conv
-    on the kept half, so it starts as ``N(0, I)``. Sampling with temperature T scales the std by T.
+    on the kept half, so it starts as ``N(0, I)``. As a prior its ``context`` is ``h``:
+    ``log_prob(z, h)`` and ``sample(n, context=h, temperature=T)`` (std scaled by T).
     """
 
     def __init__(self, in_channels: int):
@@ -47,6 +51,14 @@ class Split(nn.Module):
             out = self.prior(h.to(logdet_dtype(h)))
         return out[:, : self.z_channels], out[:, self.z_channels:]
 
+    def mean_and_log_std(self, n: int, context, device, dtype):
+        h = context
+        if not isinstance(h, torch.Tensor) or h.dim() != 4 or h.shape[:2] != (n, self.h_channels):
+            got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+            raise ValueError(f"a Split prior is conditioned on the kept half h [{n}, {self.h_channels}, H, W]; "
+                             f"pass it as context=h, got {got}")
+        return self._params(h)
+
     def split(self, x: torch.Tensor):
         """Return ``(h, z)``: the kept channels and the factored-out ones."""
         if x.shape[1] != self.in_channels:
@@ -56,92 +68,13 @@ class Split(nn.Module):
     def merge(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([h, z], dim=1)
 
-    def log_prob(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``log p(z | h)``, ``[B]`` nats."""
-        mean, log_std = self._params(h)
-        return gaussian_log_prob(z, mean, log_std)
-
-    def sample(self, h: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """Draw ``z ~ N(mean(h), (T * std(h))^2)``, shape ``[B, C//2, H, W]``."""
-        mean, log_std = self._params(h)
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=h.dtype)
-        return mean.to(h.dtype) + log_std.to(h.dtype).exp() * temperature * eps
-
-
-class LearnedPrior(nn.Module):
-    """Prior of the top-level latent ``z [B, C, H, W]``: a Gaussian with a learned per-channel mean
-    and log-std (``learn_top``, zero-initialised as in Glow), optionally shifted per class
-    (``num_classes > 0``: a zero-initialised embedding of the label)."""
-
-    def __init__(self, shape: tuple[int, int, int], learn_top: bool = True, num_classes: int = 0):
-        super().__init__()
-        self.shape = tuple(shape)
-        c = self.shape[0]
-        self.num_classes = num_classes
-        self.top = nn.Parameter(torch.zeros(2 * c)) if learn_top else None
-        if num_classes:
-            self.class_embedding = nn.Embedding(num_classes, 2 * c)
-            nn.init.zeros_(self.class_embedding.weight)
-
-    def _params(self, n: int, y: torch.Tensor | None, device, dtype):
-        c = self.shape[0]
-        p = torch.zeros(n, 2 * c, device=device, dtype=dtype)
-        if self.top is not None:
-            p = p + self.top.to(dtype)
-        if self.num_classes:
-            if y is None:
-                raise ValueError(f"this prior is class-conditional (num_classes={self.num_classes}); pass labels")
-            if y.shape != (n,):
-                raise ValueError(f"labels must have shape [{n}], got {tuple(y.shape)}")
-            if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
-                raise ValueError(f"labels must lie in [0, {self.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
-            p = p + self.class_embedding(y).to(dtype)
-        p = p[:, :, None, None].expand(-1, -1, *self.shape[1:])
-        return p[:, :c], p[:, c:]
-
-    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(z [| y])``, ``[B]`` nats."""
-        mean, log_std = self._params(z.shape[0], y, z.device, logdet_dtype(z))
-        return gaussian_log_prob(z, mean, log_std)
-
-    def sample(self, n: int, temperature: float = 1.0, y: torch.Tensor | None = None,
-               device=None, dtype=torch.float32, generator: torch.Generator | None = None):
-        """Draw ``[n, C, H, W]`` with the std scaled by ``temperature``."""
-        mean, log_std = self._params(n, y, device, dtype)
-        eps = torch.randn(mean.shape, generator=generator, device=device, dtype=dtype)
-        return mean + log_std.exp() * temperature * eps
-
-
-
-
-class LogisticPrior(nn.Module):
-    """Standard logistic prior ``log p(z) = -sum(softplus(z) + softplus(-z))`` over ``[C, H, W]``,
-    as used by NICE. Temperature scales the samples (the logistic's scale parameter).
-    Optional per-class location shift (``num_classes > 0``, zero-initialised)."""
-
-    def __init__(self, shape: tuple[int, int, int], num_classes: int = 0):
-        super().__init__()
-        self.shape = tuple(shape)
-        self.num_classes = num_classes
-        if num_classes:
-            self.class_loc = nn.Embedding(num_classes, self.shape[0])
-            nn.init.zeros_(self.class_loc.weight)
-
-    def _loc(self, n: int, y: torch.Tensor | None, device, dtype):
-        if not self.num_classes:
-            return torch.zeros((), device=device, dtype=dtype)
-        if y is None or y.shape != (n,):
-            raise ValueError(f"this prior is class-conditional (num_classes={self.num_classes}); pass labels of shape [{n}]")
-        if y.numel() and (y.min() < 0 or y.max() >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
-        return self.class_loc(y).to(dtype)[:, :, None, None]
-
-    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        dt = logdet_dtype(z)
-        u = z.to(dt) - self._loc(z.shape[0], y, z.device, dt)
-        return -(F.softplus(u) + F.softplus(-u)).flatten(1).sum(1)
-
-    def sample(self, n: int, temperature: float = 1.0, y: torch.Tensor | None = None,
-               device=None, dtype=torch.float32, generator: torch.Generator | None = None):
-        u = torch.rand((n, *self.shape), generator=generator, device=device, dtype=dtype).clamp(1e-6, 1 - 1e-6)
-        return self._loc(n, y, device, dtype) + temperature * (torch.log(u) - torch.log1p(-u))
+    def sample(self, n, context=None, temperature: float = 1.0, device=None, dtype=None,
+               generator: torch.Generator | None = None, *, y=None) -> torch.Tensor:
+        """Draw ``z ~ N(mean(h), (T * std(h))^2)``, shape ``[n, C//2, H, W]``, in ``h``'s dtype.
+        (The pre-0.2 form ``sample(h, T, generator=g)`` still works.)"""
+        if isinstance(n, torch.Tensor):  # the pre-0.2 form
+            n, context, temperature = n.shape[0], n, context if context is not None else temperature
+        context, temperature = legacy_sample_args("Split", context, temperature, y=y)
+        if dtype is None and isinstance(context, torch.Tensor):
+            dtype = context.dtype
+        return super().sample(n, context, temperature, device, dtype, generator)

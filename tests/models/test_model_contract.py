@@ -141,10 +141,15 @@ def test_glow_latent_shapes():
 
 @model_names
 def test_gradients_reach_every_parameter(name, core_helpers):
-    """After ActNorm init and a perturbation, every parameter gets a finite nonzero gradient of -log_prob."""
+    """After ActNorm init and a perturbation, every parameter gets a finite nonzero gradient of -log_prob
+    (plus, for a class-conditional model, the cross-entropy of its classifier on the top latent)."""
     model, x, labels = prepared(name, core_helpers)
     model.train()
-    (-model.log_prob(x, labels).mean()).backward()
+    zs, logdet, log_prior = model.encode(x, labels)
+    loss = -(logdet + log_prior).mean()
+    if model.num_classes:
+        loss = loss + torch.nn.functional.cross_entropy(model.class_logits(zs[-1]), labels)
+    loss.backward()
     core_helpers.assert_every_parameter_has_gradient(model)
 
 
@@ -270,8 +275,8 @@ def test_class_conditional_sampling_needs_labels_and_uses_them(core_helpers):
         model.sample(2, 0.7)
     with pytest.raises(ValueError, match="num_classes=3"):
         model.log_prob(x)
-    with pytest.raises(ValueError, match=r"\[2\]"):
-        model.sample(2, 0.7, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="3 rows but 2 samples"):
+        model.sample(2, context=torch.tensor([0, 1, 2]), temperature=0.7)
     zeros = model.sample(2, 0.0, torch.tensor([0, 0]))
     twos = model.sample(2, 0.0, torch.tensor([2, 2]))
     assert not torch.allclose(zeros, twos)
