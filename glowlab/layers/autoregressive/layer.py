@@ -121,7 +121,7 @@ class MaskedAutoregressive(Bijection):
 
     def inverse(self, y: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(y, "input to the inverse")
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         x = torch.zeros_like(y)
         logd = None
