@@ -244,7 +244,7 @@ class FFJORD(_CNFDensityHooks, FlowDensity):
         super().__init__(StandardNormal((math.prod(transform.image_shape),)), transform)
         self.image_shape = transform.image_shape
         self.event_shape = transform.image_shape
-        self.num_classes = 0
+        self.num_classes, self.context_features = 0, 0
         self.config = dict(image_shape=list(self.image_shape), levels=levels, blocks=blocks,
                            hidden_channels=list(hidden_channels), layer_type=layer_type, activation=activation,
                            logit_alpha=logit_alpha, **options)
@@ -281,6 +281,6 @@ class VectorFFJORD(_CNFDensityHooks, FlowDensity):
         (dim,) = (int(d) for d in event_shape)
         nets = [ODEMLP(dim, tuple(hidden_features), context_features, layer_type, activation) for _ in range(blocks)]
         super().__init__(StandardNormal((dim,)), Compose([CNF(net, event_dim=1, **options) for net in nets]))
-        self.num_classes = 0
+        self.num_classes, self.context_features = 0, context_features
         self.config = dict(event_shape=[dim], blocks=blocks, hidden_features=list(hidden_features),
                            context_features=context_features, layer_type=layer_type, activation=activation, **options)
