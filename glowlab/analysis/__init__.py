@@ -10,4 +10,4 @@ Both rebuild the model and its data from the checkpoint alone (:func:`load_train
 
 from glowlab.analysis.loading import inference_weights, load_trained, run_dir_of
 
-__all__ = ["load_trained", "inference_weights", "run_dir_of"]
+__all__ = ["inference_weights", "load_trained", "run_dir_of"]

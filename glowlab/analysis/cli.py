@@ -25,7 +25,8 @@ def _sample(cfg: DictConfig) -> dict:
     apply_extras(cfg)
     info = sample_to_file(cfg.ckpt_path, mode=cfg.mode, n=cfg.n, temperature=cfg.temperature,
                           temperatures=list(cfg.temperatures), nrow=cfg.nrow, pairs=cfg.pairs, steps=cfg.steps,
-                          seed=cfg.seed, out=cfg.out, device=cfg.device, data=_container(cfg.get("data")))
+                          seed=cfg.seed, out=cfg.out, device=cfg.device, data=_container(cfg.get("data")),
+                          min_width=cfg.min_width)
     bad = f"; {info['non_finite']} of {info['num_images']} samples were NaN/inf (drawn black)" if info["non_finite"] else ""
     print(f"wrote {info['png']} ({info['rows']} x {info['nrow']} images){bad}")
     return info

@@ -1,22 +1,54 @@
-"""Rebuild a trained model and its data from a checkpoint; shared by ``sample.py`` and ``score.py``."""
+"""Checkpoint in, density and data module out: the one loader the after-training tools share.
+
+:func:`load_model` rebuilds, from a glowlab checkpoint alone,
+
+* the trained **density** (any glowlab model: ``log_prob``, ``sample``; multiscale models also
+  ``model(x) -> (zs, logdet)`` and ``model.inverse(zs)``), in eval mode, with the exponential
+  moving average of its weights when training kept one (the weights validation used), and
+* its **data module**, from the data config stored in the checkpoint (with overrides merged on
+  top), checked against the model's image shape.
+
+It does not build the training wrapper (``FlowModule``), so ``sample.py`` and ``score.py`` depend
+on the models, the data and the likelihood accounting only. Also here: the small file helpers the
+tools share (:func:`check_writable` before any computation, :func:`write_json`).
+
+Example:
+    >>> trained = load_model("RUN/checkpoints/best.ckpt")                  # doctest: +SKIP
+    >>> x = trained.model.sample(16, temperature=0.7)                      # doctest: +SKIP
+    >>> test_set = trained.datamodule("test").test_dataset                 # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import warnings
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from glowlab.training.config import load_checkpoint
-from glowlab.training.module import FlowModule
+__all__ = [
+    "Trained",
+    "check_writable",
+    "inference_weights",
+    "load_model",
+    "load_trained",
+    "resolve_device",
+    "run_dir_of",
+    "write_json",
+]
 
-__all__ = ["load_trained", "inference_weights", "run_dir_of", "resolve_device", "write_json"]
 
-
-def resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None: CUDA when available, else the CPU; otherwise ``torch.device(device)``."""
+    if isinstance(device, torch.device):
+        return device
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -28,29 +60,144 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def load_trained(ckpt_path: str | Path, data_overrides: dict | DictConfig | None = None,
-                 device: str | torch.device | None = "cpu") -> tuple[FlowModule, DictConfig]:
-    """Load ``(module, data_config)`` from a glowlab checkpoint.
+@dataclass
+class Trained:
+    """A trained density and the data it was trained on, as :func:`load_model` rebuilds them.
 
-    ``data_config`` is the checkpoint's FlowDataModule config with ``data_overrides`` merged on top
-    (e.g. ``{"batch_size": 256}``); instantiate it with
-    :func:`glowlab.training.run.build_datamodule`. The module is in eval mode on ``device``.
-    Errors name the file (:func:`glowlab.training.config.load_checkpoint`).
+    Attributes:
+        model: the density, in eval mode on its device.
+        data_config: the data module's config (checkpoint's, overrides merged).
+        n_bits: bits per pixel of the data (model space is ``x_int / 2**n_bits - 0.5 + noise``).
+        eval_seed: seed of the deterministic evaluation dequantisation noise.
+        ckpt_path: the checkpoint, absolute.
+        ema: whether exponential-moving-average weights were loaded.
     """
+
+    model: nn.Module
+    data_config: DictConfig
+    n_bits: int
+    eval_seed: int
+    ckpt_path: Path
+    ema: bool = False
+    _datamodule: object = field(default=None, repr=False)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.model.image_shape)
+
+    @property
+    def num_dims(self) -> int:
+        """``D = C * H * W``, the dimension count of bits/dim."""
+        c, h, w = self.image_shape
+        return c * h * w
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional model (its ``context`` is the label), else 0."""
+        return int(getattr(self.model, "num_classes", 0) or 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def datamodule(self, stage: str | None = None):
+        """The data module (built once, checked against the model's image shape), with the
+        splits of ``stage`` (``"fit"``: train and val, ``"test"``) opened."""
+        if self._datamodule is None:
+            dm = instantiate(self.data_config)
+            dm.check_model_compatible(self.image_shape)
+            self._datamodule = dm
+        if stage is not None:
+            self._datamodule.setup(stage)
+        return self._datamodule
+
+
+def _load_ema(model: nn.Module, state: dict) -> bool:
+    """Copy the averaged weights a training run kept (``ema.shadow_i`` buffers, one per floating
+    parameter in ``named_parameters`` order, see :class:`glowlab.training.ema.EMA`) into ``model``."""
+    if int(state.get("ema.num_updates", 0)) == 0:
+        return False
+    names = [n for n, p in model.named_parameters() if p.dtype.is_floating_point]
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            model.get_parameter(name).copy_(state[f"ema.shadow_{i}"])
+    return True
+
+
+def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, device: str | torch.device | None = "cpu",
+               ema: bool = True) -> Trained:
+    """Rebuild the trained density of a glowlab checkpoint, and its data config.
+
+    Args:
+        ckpt_path: a checkpoint written by ``train.py``.
+        data: overrides of the stored data config, e.g. ``{"root": "/new/place", "batch_size": 256}``.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``.
+        ema: load the moving-average weights when the run kept them (validation used those).
+    Raises:
+        FileNotFoundError, CheckpointError: no such file, or not a readable glowlab checkpoint.
+        ValueError: the checkpoint has no data config, or its weights do not fit its model config.
+    """
+    from glowlab.training.config import load_checkpoint  # reads and checks the file; no Lightning use
+
     ckpt = load_checkpoint(ckpt_path)
-    stored = ckpt["hyper_parameters"].get("data_config")
-    if not stored:
+    hp = ckpt["hyper_parameters"]
+    if not hp.get("data_config"):
         raise ValueError(f"{ckpt_path} holds no data_config; it was not written by glowlab's train.py")
-    data_config = OmegaConf.merge(OmegaConf.create(stored), data_overrides or {})
+    config = dict(hp["model_config"])
+    config.pop("compile", None)
+    model = get_class(config.pop("_target_"))(**config)
+    state = ckpt["state_dict"]
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"the weights in {ckpt_path} do not fit the model its config describes "
+                         f"({hp['model_config'].get('_target_')}): {err}") from err
+    used_ema = ema and _load_ema(model, state)
+    model.to(resolve_device(device)).eval()
+    data_config = OmegaConf.merge(OmegaConf.create(hp["data_config"]), data or {})
+    return Trained(model, data_config, int(hp["n_bits"]), int(hp.get("eval_seed", 1234)),
+                   Path(ckpt_path).resolve(), used_ema)
+
+
+def check_writable(path: str | Path, option: str) -> Path:
+    """Make sure files can be written at ``path`` (a file to be written, or a folder when it ends
+    with a separator or exists as one) before any computation: create the folder and a probe file
+    in it. Raises ``PermissionError``/``OSError`` naming ``option`` (e.g. ``"out="``) otherwise."""
+    path = Path(path)
+    folder = path if path.is_dir() or str(path).endswith(os.sep) else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".glowlab_probe_"):
+            pass
+    except OSError as err:
+        raise type(err)(f"cannot write to {folder} ({err.strerror or err}); pass {option}DIR_OR_FILE "
+                        f"on a writable disk") from err
+    return path
+
+
+def write_json(path: str | Path, obj: dict) -> Path:
+    """Write ``obj`` as indented JSON, creating the folder; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+# -- deprecated: the LightningModule-based loader ------------------------------------------------
+def load_trained(ckpt_path, data_overrides=None, device="cpu"):
+    """Deprecated: ``(FlowModule, data_config)``; use :func:`load_model`, which needs no training code."""
+    from glowlab.training.module import FlowModule
+
+    warnings.warn("load_trained is deprecated; use glowlab.analysis.load_model", DeprecationWarning, stacklevel=2)
+    trained = load_model(ckpt_path, data_overrides, device, ema=False)
     module = FlowModule.load_from_checkpoint(str(ckpt_path), map_location="cpu")
-    module.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
-    return module, data_config
+    return module.to(resolve_device(device)).eval(), trained.data_config
 
 
 @contextmanager
-def inference_weights(module: FlowModule):
-    """Eval mode, no gradients and, when the module keeps an EMA, the averaged weights (the ones
-    validation and sampling use during training)."""
+def inference_weights(module):
+    """Deprecated (with :func:`load_trained`): eval mode, no gradients and the EMA weights of a FlowModule."""
     with ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         if module.ema is not None:
@@ -61,11 +208,3 @@ def inference_weights(module: FlowModule):
             yield module.model
         finally:
             module.model.train(was_training)
-
-
-def write_json(path: str | Path, obj: dict) -> Path:
-    """Write ``obj`` as indented JSON, creating the folder; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    return path

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from glowlab.training.config import CONF_DIR
 
-__all__ = ["TRANSFORMS", "transform_batch", "ood_data_config", "check_ood_shape", "build_ood_datamodule"]
+__all__ = ["TRANSFORMS", "build_ood_datamodule", "check_ood_shape", "ood_data_config", "transform_batch"]
 
 TRANSFORMS = ("noise", "inverted", "shuffled_pixels")
 # keys of a data config that say where a dataset lives, taken from conf/data/<name>.yaml

@@ -10,7 +10,7 @@ an OOD set by their AUROC (OOD is the positive class, 1.0 = perfect separation, 
   (Nalisnick et al. 2019, "Do deep generative models know what they don't know?").
 
 Dequantisation: draw ``j`` uses the deterministic per-image noise of seed ``eval_seed + j`` (the
-module's ``eval_seed``), so with ``k = 1`` the numbers equal ``eval.py``'s. With ``k > 1`` the
+checkpoint's ``eval_seed``), so with ``k = 1`` the numbers equal ``eval.py``'s. With ``k > 1`` the
 score is ``-log2(mean_j P_j) / D`` where ``P_j = 2**(-n D) p(x~_j)``: an importance-weighted
 (log-mean-exp) bound on ``-log2 P(x_int) / D``, tighter than one draw and than the mean over draws.
 
@@ -31,10 +31,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from glowlab.analysis.loading import inference_weights, load_trained, run_dir_of, write_json
+from glowlab.analysis.loading import Trained, load_model, run_dir_of, write_json
 from glowlab.analysis.ood import TRANSFORMS, build_ood_datamodule, transform_batch
-from glowlab.training.module import FlowModule
-from glowlab.training.run import build_datamodule
+from glowlab.likelihood import bits_per_dim, dequantize
 
 __all__ = ["image_bpd", "log_mean_exp_bpd", "auroc", "plot_histogram", "score_checkpoint"]
 
@@ -49,7 +48,7 @@ def log_mean_exp_bpd(bpds: Tensor, num_dims: int) -> Tensor:
     return -(torch.logsumexp(log_p, dim=0) - math.log(bpds.shape[0])) / scale
 
 
-def image_bpd(module: FlowModule, batches, k: int = 1) -> tuple[Tensor, Tensor]:
+def image_bpd(trained: Trained, batches, k: int = 1) -> tuple[Tensor, Tensor]:
     """Per-image bits/dim of ``batches`` (an iterable of ``(x_int [B, C, H, W], y [B])``).
 
     Returns ``(bpd [N] float64, labels [N])`` on the CPU. ``k`` dequantisation draws, combined
@@ -57,16 +56,15 @@ def image_bpd(module: FlowModule, batches, k: int = 1) -> tuple[Tensor, Tensor]:
     """
     if k < 1:
         raise ValueError(f"k (dequantisation draws per image) must be >= 1, got {k}")
-    classes = int(getattr(module.model, "num_classes", 0) or 0)
-    seed = int(module.hparams.get("eval_seed", 0))
+    model, n_bits, dims, seed = trained.model, trained.n_bits, trained.num_dims, trained.eval_seed
     bpds, labels = [], []
-    with inference_weights(module):
+    with torch.no_grad():
         for x_int, y in batches:
-            x_int = x_int.to(module.device)
-            conds = [torch.full_like(y, c) for c in range(classes)] if classes else [y]
-            draws = [module.bpd_parts((x_int, c.to(module.device)), eval_seed=seed + j)[0]
-                     for j in range(k) for c in conds]
-            bpds.append(log_mean_exp_bpd(torch.stack(draws), module.num_dims).cpu())
+            x_int = x_int.to(trained.device)
+            contexts = [torch.full_like(y, c).to(trained.device) for c in range(trained.num_classes)] or [None]
+            draws = [bits_per_dim(model.log_prob(dequantize(x_int, n_bits, seed=seed + j), c), dims, n_bits)
+                     for j in range(k) for c in contexts]
+            bpds.append(log_mean_exp_bpd(torch.stack(draws), dims).cpu())
             labels.append(y.cpu())
     return torch.cat(bpds), torch.cat(labels)
 
@@ -155,24 +153,24 @@ def score_checkpoint(ckpt_path: str | Path, ood_data: str = "noise", k: int = 1,
             for the typicality test's mean bpd (None: all).
         data: overrides of the checkpoint's data config.
     """
-    module, data_config = load_trained(ckpt_path, data, device)
-    dm = build_datamodule(data_config, module.model.image_shape)
-    dm.setup("test")
+    trained = load_model(ckpt_path, data, device)
+    data_config = trained.data_config
+    dm = trained.datamodule("test")
     dm.setup("fit")
     in_name = str(data_config.dataset)
     if ood_data in TRANSFORMS:
-        ood_batches = _batches(dm.test_dataset, batch_size, limit, ood_data, module.n_bits, seed)
+        ood_batches = _batches(dm.test_dataset, batch_size, limit, ood_data, trained.n_bits, seed)
     else:  # opened first, so a wrong shape or a missing dataset fails before any scoring
-        ood_dm = build_ood_datamodule(data_config, ood_data, module.model.image_shape, paths, ood)
+        ood_dm = build_ood_datamodule(data_config, ood_data, trained.image_shape, paths, ood)
         ood_batches = _batches(ood_dm.test_dataset, batch_size, limit)
-    in_bpd, in_y = image_bpd(module, _batches(dm.test_dataset, batch_size, limit), k)
-    ood_bpd, ood_y = image_bpd(module, ood_batches, k)
-    train_bpd, _ = image_bpd(module, _batches(dm.train_dataset, batch_size, train_limit), k)
+    in_bpd, in_y = image_bpd(trained, _batches(dm.test_dataset, batch_size, limit), k)
+    ood_bpd, ood_y = image_bpd(trained, ood_batches, k)
+    train_bpd, _ = image_bpd(trained, _batches(dm.train_dataset, batch_size, train_limit), k)
     finite = train_bpd[torch.isfinite(train_bpd)]
     train_mean = float(finite.mean()) if len(finite) else float("nan")
     summary = {
         "ckpt_path": str(Path(ckpt_path).resolve()), "dataset": in_name, "ood_data": ood_data, "k": k,
-        "seed": seed, "n_bits": module.n_bits, "image_shape": list(module.model.image_shape),
+        "seed": seed, "n_bits": trained.n_bits, "image_shape": list(trained.image_shape),
         "num_test": len(in_bpd), "num_ood": len(ood_bpd), "num_train": len(train_bpd),
         "test_bpd_mean": float(in_bpd.mean()), "ood_bpd_mean": float(ood_bpd.mean()),
         "train_bpd_mean": train_mean,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from glowlab.analysis.loading import inference_weights, load_trained
-from glowlab.analysis.sampling import interpolate, sample_grid, sample_to_file, pick_test_images
+from glowlab.analysis.loading import load_model
+from glowlab.analysis.sampling import interpolate, pick_test_images, sample_grid, sample_to_file
 from glowlab.likelihood import dequantize
-from glowlab.training.module import FlowModule
+from glowlab.models import Glow
 from tests.analysis.conftest import grid_size, read_json, read_png
 from tests.training.conftest import run_script
 
@@ -27,19 +27,24 @@ def tiles(img: np.ndarray, rows: int, cols: int, size: int = 8, padding: int = 1
 
 
 def test_sample_cli_writes_every_mode(tiny_ckpt, tmp_path):
-    """One multirun over the four modes: each PNG has rows x cols tiles of 8x8 plus 1-pixel padding,
-    a JSON sidecar saying so, and content with the property of its mode."""
+    """One multirun over the four modes: each raw PNG has rows x cols tiles of 8x8 plus 1-pixel
+    padding, the main PNG is it enlarged (nearest neighbour) to at least 256 px wide, a JSON sidecar
+    says so, and the content has the property of its mode."""
     sweep = tmp_path / "sweep"
     proc = run_script("sample.py", "-m", f"ckpt_path={tiny_ckpt}", f"mode={','.join(MODES)}", "n=16",
                       f"hydra.sweep.dir={sweep}", "out=${hydra:runtime.output_dir}/out.png")
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = {"grid": (4, 4), "temperatures": (6, 8), "interpolate": (4, 8), "reconstruct": (4, 8)}
     for job, mode in enumerate(MODES):
-        png, info = sweep / str(job) / "out.png", read_json(sweep / str(job) / "out.json")
+        png, info = sweep / str(job) / "out_raw.png", read_json(sweep / str(job) / "out.json")
         rows, cols = expected[mode]
         assert (info["mode"], info["rows"], info["nrow"], info["non_finite"]) == (mode, rows, cols, 0)
         img = read_png(png)
         assert img.shape[:2] == grid_size(rows, cols, 8, 8), mode
+        k = info["scale"]
+        assert (k - 1) * img.shape[1] < 256 <= k * img.shape[1]
+        big = read_png(sweep / str(job) / "out.png")
+        assert np.array_equal(big, img.repeat(k, 0).repeat(k, 1))
         t = tiles(img, rows, cols)
         assert np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1
         assert (t.reshape(rows * cols, -1).max(1) > 0).all(), f"{mode}: a blank tile"
@@ -56,10 +61,10 @@ def test_sample_cli_writes_every_mode(tiny_ckpt, tmp_path):
 
 
 def test_grid_tensor_is_finite_in_range_and_reproducible(tiny_ckpt):
-    module, _ = load_trained(tiny_ckpt)
-    a, nrow = sample_grid(module, n=12, temperature=1.0, seed=3)
-    b, _ = sample_grid(module, n=12, temperature=1.0, seed=3)
-    c, _ = sample_grid(module, n=12, temperature=1.0, seed=4)
+    model = load_model(tiny_ckpt).model
+    a, nrow = sample_grid(model, 5, n=12, temperature=1.0, seed=3)
+    b, _ = sample_grid(model, 5, n=12, temperature=1.0, seed=3)
+    c, _ = sample_grid(model, 5, n=12, temperature=1.0, seed=4)
     assert a.shape == (12, 1, 8, 8) and nrow == 4
     assert torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -69,12 +74,11 @@ def test_grid_tensor_is_finite_in_range_and_reproducible(tiny_ckpt):
 def test_interpolation_endpoints_reconstruct_the_real_images(tiny_ckpt, dtype):
     """Linear interpolation of every level's z: t=0 and t=1 decode to the two real images within
     1e-4 (model space); the middle differs from both."""
-    module, data_config = load_trained(tiny_ckpt)
-    module.to(dtype)
-    x_int, _, _ = pick_test_images(data_config, module.model.image_shape, 6, seed=1)
-    x = dequantize(x_int, module.n_bits, noise=False, dtype=dtype)
-    with inference_weights(module) as model:
-        path = interpolate(model, x[:3], x[3:], steps=5)
+    trained = load_model(tiny_ckpt)
+    trained.model.to(dtype)
+    x_int, _, _ = pick_test_images(trained.datamodule("test").test_dataset, 6, seed=1)
+    x = dequantize(x_int, trained.n_bits, noise=False, dtype=dtype)
+    path = interpolate(trained.model, x[:3], x[3:], steps=5)
     assert path.shape == (3, 5, 1, 8, 8) and path.dtype == dtype
     assert (path[:, 0] - x[:3]).abs().max() < 1e-4
     assert (path[:, -1] - x[3:]).abs().max() < 1e-4
@@ -83,11 +87,10 @@ def test_interpolation_endpoints_reconstruct_the_real_images(tiny_ckpt, dtype):
 
 def test_conditional_model_samples_one_row_per_class():
     """A class-conditional model: 10 rows of nrow samples; at T=0 a row is one image and rows differ."""
-    module = FlowModule({"_target_": "glowlab.models.Glow", "image_shape": [1, 8, 8], "levels": 2, "depth": 1,
-                         "hidden_channels": 8, "num_classes": 10}, n_bits=5).eval()
+    model = Glow(image_shape=(1, 8, 8), levels=2, depth=1, hidden_channels=8, num_classes=10).eval()
     with torch.no_grad():
-        module.model.top_prior.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))
-    images, nrow = sample_grid(module, n=30, temperature=0.0)
+        model.top_prior.class_embedding.weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+    images, nrow = sample_grid(model, 5, n=30, temperature=0.0)
     assert nrow == 3 and images.shape == (30, 1, 8, 8)
     rows = images.view(10, 3, -1)
     assert (rows - rows[:, :1]).abs().max() == 0
@@ -103,4 +106,4 @@ def test_nan_samples_are_counted_not_hidden(tiny_ckpt, tmp_path):
     torch.save(ckpt, broken)
     info = sample_to_file(broken, "grid", n=9, temperature=1.0, out=tmp_path / "nan.png")
     assert info["non_finite"] == 9 == read_json(tmp_path / "nan.json")["non_finite"]
-    assert read_png(tmp_path / "nan.png").max() == 0
+    assert read_png(tmp_path / "nan.png").max() == 0 and read_png(tmp_path / "nan_raw.png").max() == 0

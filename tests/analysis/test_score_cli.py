@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from glowlab.analysis.loading import load_trained
+from glowlab.analysis.loading import load_model
 from glowlab.analysis.ood import TRANSFORMS, ood_data_config, transform_batch
 from glowlab.analysis.scoring import _batches, auroc, image_bpd, log_mean_exp_bpd, score_checkpoint
-from glowlab.training.run import build_datamodule, evaluate
+from glowlab.training.run import evaluate
 from tests.analysis.conftest import read_json
 from tests.training.conftest import compose_config, run_script
 
@@ -57,8 +57,7 @@ def test_ood_dataset_with_another_shape_names_both(tiny_ckpt, tmp_path):
 
 
 def test_ood_config_keeps_the_models_preprocessing(tiny_ckpt):
-    _, data_config = load_trained(tiny_ckpt)
-    cfg = ood_data_config(data_config, "mnist_idx", {"shared_dir": "/somewhere"}, {"image_size": 8})
+    cfg = ood_data_config(load_model(tiny_ckpt).data_config, "mnist_idx", {"shared_dir": "/somewhere"}, {"image_size": 8})
     assert (cfg.dataset, cfg.n_bits, cfg.image_size, cfg.idx_file) == ("mnist_idx", 5, 8, "t10k")
     assert cfg.root == "/somewhere/data/mnist"
 
@@ -101,16 +100,15 @@ def test_log_mean_exp_bpd():
 def test_k_draws_give_a_tighter_bound(tiny_ckpt):
     """k=4 draws: each image's bpd is at most the mean of its 4 single-draw bpds (Jensen), and
     draw 0 is eval's deterministic noise."""
-    module, data_config = load_trained(tiny_ckpt)
-    dm = build_datamodule(data_config, module.model.image_shape)
-    dm.setup("test")
-    k4, _ = image_bpd(module, _batches(dm.test_dataset, 64, limit=64), k=4)
-    seed = module.hparams.eval_seed
+    trained = load_model(tiny_ckpt)
+    dm = trained.datamodule("test")
+    k4, _ = image_bpd(trained, _batches(dm.test_dataset, 64, limit=64), k=4)
+    seed = trained.eval_seed
     singles = []
     for j in range(4):
-        module.hparams.eval_seed = seed + j
-        singles.append(image_bpd(module, _batches(dm.test_dataset, 64, limit=64), k=1)[0])
-    module.hparams.eval_seed = seed
+        trained.eval_seed = seed + j
+        singles.append(image_bpd(trained, _batches(dm.test_dataset, 64, limit=64), k=1)[0])
+    trained.eval_seed = seed
     singles = torch.stack(singles)
     assert (k4 <= singles.mean(0) + 1e-9).all()
     assert (k4 < singles.mean(0)).float().mean() > 0.9
