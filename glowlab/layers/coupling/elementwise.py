@@ -29,6 +29,7 @@ from torch import nn
 from glowlab.core.bijection import Bijection, logdet_dtype
 from glowlab.core.errors import ContextError
 from glowlab.layers.coupling.affine import broadcast_cond, checkerboard_mask
+from glowlab.layers.coupling.masks import join_channels, split_channels
 from glowlab.layers.coupling.nets import MLP, CouplingNet, ResNetCouplingNet
 
 __all__ = ["ElementwiseCoupling"]
@@ -121,21 +122,13 @@ class ElementwiseCoupling(Bijection):
         h = h.unflatten(1, (self.n_changed, self.params_per_dim))
         return h.movedim(2, -1)
 
-    def _split(self, x: torch.Tensor):
-        if self.parity == 0:
-            return x[:, : self.n_kept], x[:, self.n_kept:]
-        return x[:, self.n_changed:], x[:, : self.n_changed]
-
-    def _join(self, kept: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
-        return torch.cat([kept, changed] if self.parity == 0 else [changed, kept], dim=1)
-
     def _couple(self, x: torch.Tensor, context, inverse: bool):
         self._check(x, context)
         ld_dtype = logdet_dtype(x)
         if self.mask == "channel":
-            kept, changed = self._split(x)
+            kept, changed = split_channels(x, self.n_kept, self.parity)
             out, logd = self._transform(changed, self._params(kept, context, x.dtype), inverse)
-            return self._join(kept, out), logd.to(ld_dtype).flatten(1).sum(1)
+            return join_channels(kept, out, self.parity), logd.to(ld_dtype).flatten(1).sum(1)
         m = checkerboard_mask(*x.shape[2:], self.parity, x.device, torch.bool)
         params = self._params(x * m, context, x.dtype)
         # transform only the changed pixels (a numerical inverse need not run on the kept ones)
