@@ -38,7 +38,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from glowlab.core import (
     Bijection,
@@ -48,6 +47,7 @@ from glowlab.core import (
     StandardNormal,
     zero_ladj,
 )
+from glowlab.core.context import ContextEmbedding
 from glowlab.layers.autoregressive import InverseAutoregressive, MaskedAutoregressive
 
 __all__ = ["IAF", "MAF", "NETWORKS", "ORDER_SCHEMES", "Flatten"]
@@ -91,9 +91,11 @@ class MAF(FlowDensity):
         order: ``"alternate"``, ``"random"`` or ``"identity"`` (see :data:`ORDER_SCHEMES`).
         seed: base seed of random orders (stored in the state dict with each order).
         kernel_size: kernel of the masked convolutions.
-        context_features: width of a tensor context ``[B, F]``; with ``num_classes`` the width of
-            the label embedding (16 when left at 0).
-        num_classes: > 0: class-conditional on a label ``[B]`` (long), embedded.
+        num_classes: > 0: conditional on a class label ``[B]`` (long).
+        context_features: > 0 (and ``num_classes == 0``): conditional on a float tensor ``[B, F]``.
+        embedding_features: a conditional model's context goes through a
+            :class:`~glowlab.core.context.ContextEmbedding` to this many features, which every
+            layer's network sees.
         activation: hidden activation name (``relu``, ``elu``, ``tanh``, ``gelu``, ``silu``).
     """
 
@@ -102,8 +104,8 @@ class MAF(FlowDensity):
     def __init__(self, event_shape: Sequence[int] | None = None, image_shape: Sequence[int] | None = None,
                  layers: int = 5, hidden_features: int | Sequence[int] = 64, hidden_layers: int = 2,
                  transformer: str = "affine", network: str = "auto", order: str = "alternate", seed: int = 0,
-                 kernel_size: int = 3, context_features: int = 0, num_classes: int = 0, activation: str = "relu",
-                 bins: int = 8, bound: float = 3.0, max_log_scale: float = 3.0):
+                 kernel_size: int = 3, num_classes: int = 0, context_features: int = 0, embedding_features: int = 16,
+                 activation: str = "relu", bins: int = 8, bound: float = 3.0, max_log_scale: float = 3.0):
         if (event_shape is None) == (image_shape is None):
             raise ValueError(f"give exactly one of event_shape=(D,) for vectors or image_shape=(C, H, W) for images, "
                              f"got event_shape={event_shape!r} and image_shape={image_shape!r}")
@@ -115,19 +117,19 @@ class MAF(FlowDensity):
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers must be a positive integer, got {layers!r}")
-        if num_classes < 0 or context_features < 0:
-            raise ValueError(f"num_classes and context_features must be >= 0, got {num_classes} and {context_features}")
         network = ("made" if len(shape) == 1 else "conv") if network == "auto" else network
         if network == "conv" and len(shape) != 3:
             raise ValueError("network='conv' needs image_shape=(C, H, W); vectors use network='made'")
         if network == "conv" and order == "random":
             raise ValueError("masked convolutions keep the raster order: use order='alternate' or 'identity' with "
                              "network='conv', or network='made' for random orders")
-        if num_classes and not context_features:
-            context_features = 16
+        # checks num_classes / context_features and names what is wrong
+        embedding = (ContextEmbedding(num_classes, context_features, embedding_features, owner=type(self).__name__)
+                     if num_classes or context_features else None)
         flat = (math.prod(shape),) if network == "made" else shape
         kwargs = {"hidden_features": hidden_features, "hidden_layers": hidden_layers, "transformer": transformer,
-                  "context_features": context_features, "kernel_size": kernel_size, "activation": activation,
+                  "context_features": embedding.features if embedding else 0, "kernel_size": kernel_size,
+                  "activation": activation,
                   "bins": bins, "bound": bound, "max_log_scale": max_log_scale}
         steps: list[Bijection] = [Flatten(shape)] if flat != shape else []
         for i in range(layers):
@@ -138,7 +140,7 @@ class MAF(FlowDensity):
         self.event_shape = shape
         self.image_shape = shape if len(shape) == 3 else None
         self.num_classes, self.context_features, self.network = num_classes, context_features, network
-        self.embedding = nn.Embedding(num_classes, context_features) if num_classes else None
+        self.embedding = embedding
 
     @property
     def num_dims(self) -> int:
@@ -153,19 +155,7 @@ class MAF(FlowDensity):
 
     def _context(self, context, batch: int):
         if self.embedding is not None:
-            if not isinstance(context, torch.Tensor) or context.shape != (batch,) or context.is_floating_point():
-                raise ContextError(f"{type(self).__name__} is class-conditional: pass labels as a long tensor of shape "
-                                   f"[{batch}], got {context!r:.80}")
-            if context.min() < 0 or context.max() >= self.num_classes:
-                raise ContextError(f"labels must be in [0, {self.num_classes}), got values from {int(context.min())} "
-                                   f"to {int(context.max())}")
-            return self.embedding(context)
-        if self.context_features:
-            if not isinstance(context, torch.Tensor) or context.shape != (batch, self.context_features):
-                got = tuple(context.shape) if isinstance(context, torch.Tensor) else context
-                raise ContextError(f"{type(self).__name__} is conditional: pass a context of shape "
-                                   f"[{batch}, {self.context_features}], got {got}")
-            return context
+            return self.embedding(context, batch)
         if context is not None:
             raise ContextError(f"{type(self).__name__} is unconditional; build it with num_classes or context_features "
                                f"to condition on a context, or pass context=None")

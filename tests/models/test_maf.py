@@ -77,7 +77,7 @@ def test_image_log_prob_is_base_plus_brute_force_logdet(kind, network, core_help
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_gradients_reach_every_parameter_conditional(kind, core_helpers):
-    model = MODELS[kind](image_shape=(1, 2, 3), layers=2, hidden_features=4, num_classes=3, context_features=2)
+    model = MODELS[kind](image_shape=(1, 2, 3), layers=2, hidden_features=4, num_classes=3, embedding_features=2)
     core_helpers.perturb_parameters(model, scale=0.3)
     labels = torch.tensor([0, 2, 1])
     (-model.log_prob(torch.randn(3, 1, 2, 3), labels).sum()).backward()
@@ -141,7 +141,21 @@ def test_bad_arguments_and_inputs_raise_clear_errors():
     with pytest.raises(ContextError, match="unconditional"):
         model.log_prob(torch.randn(3, 2), torch.zeros(3, dtype=torch.long))
     cond = MAF(event_shape=(2,), layers=1, hidden_features=4, num_classes=2)
-    with pytest.raises(ContextError, match=r"labels must be in \[0, 2\)"):
+    with pytest.raises(ContextError, match=r"labels must lie in \[0, 2\)"):
         cond.log_prob(torch.randn(3, 2), torch.tensor([0, 1, 2]))
     with pytest.raises(ContextError, match="class-conditional"):
         cond.log_prob(torch.randn(3, 2))
+
+
+def test_tensor_context_is_embedded_and_checked(core_helpers):
+    model = MAF(event_shape=(3,), layers=2, hidden_features=20, context_features=4, embedding_features=5)
+    core_helpers.perturb_parameters(model, scale=0.3)
+    x, ctx = torch.randn(6, 3), torch.randn(6, 4)
+    lp = model.log_prob(x, ctx)
+    assert not torch.allclose(lp, model.log_prob(x, torch.randn(6, 4)))  # the context matters
+    xs, lps = model.rsample_and_log_prob(6, ctx)
+    torch.testing.assert_close(lps, model.log_prob(xs, ctx), rtol=1e-8, atol=1e-8)
+    with pytest.raises(ContextError, match=r"\[6, 4\]"):
+        model.log_prob(x, torch.randn(6, 3))
+    with pytest.raises(ValueError, match="not both"):
+        MAF(event_shape=(3,), num_classes=2, context_features=4)
