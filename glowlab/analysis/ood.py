@@ -11,6 +11,7 @@ Built-in sets (work offline), each the size of the test set and in its ``n_bits`
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -18,9 +19,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from glowlab.data.datasets import DATASETS
 from glowlab.training.config import CONF_DIR
 
-__all__ = ["TRANSFORMS", "build_ood_datamodule", "check_ood_shape", "ood_data_config", "transform_batch"]
+__all__ = ["TRANSFORMS", "build_ood_datamodule", "check_ood_name", "check_ood_shape", "ood_data_config",
+           "transform_batch"]
 
 TRANSFORMS = ("noise", "inverted", "shuffled_pixels")
 # keys of a data config that say where a dataset lives, taken from conf/data/<name>.yaml
@@ -45,6 +48,18 @@ def transform_batch(name: str, x_int: Tensor, n_bits: int, generator: torch.Gene
     raise ValueError(f"unknown OOD transform {name!r}; built-in ones: {TRANSFORMS}")
 
 
+def check_ood_name(name: str) -> None:
+    """ValueError listing every valid ``ood_data=`` (built-in transforms and dataset names), with the
+    closest one, unless ``name`` is one of them."""
+    if name in TRANSFORMS or name in DATASETS:
+        return
+    valid = list(TRANSFORMS) + list(DATASETS)
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    hint = f"; did you mean ood_data={close[0]}?" if close else ""
+    raise ValueError(f"unknown ood_data={name!r}: use a built-in transform of the test set "
+                     f"({', '.join(TRANSFORMS)}) or a dataset ({', '.join(DATASETS)}){hint}")
+
+
 def ood_data_config(data_config: DictConfig, name: str, paths: DictConfig | dict | None = None,
                     overrides: DictConfig | dict | None = None) -> DictConfig:
     """The data config of dataset ``name`` as an OOD set for a model trained on ``data_config``.
@@ -56,6 +71,7 @@ def ood_data_config(data_config: DictConfig, name: str, paths: DictConfig | dict
     ``root`` is ``<data_config.root>/../<name>``. ``overrides`` are merged last, e.g.
     ``{"image_size": 8}`` to resize MNIST for an 8x8 model.
     """
+    check_ood_name(name)
     cfg = OmegaConf.create(OmegaConf.to_container(data_config, resolve=True))
     for key in _IDX_ONLY:
         cfg.pop(key, None)

@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from glowlab.analysis.loading import Trained, load_model, run_dir_of, write_json
-from glowlab.analysis.ood import TRANSFORMS, build_ood_datamodule, transform_batch
+from glowlab.analysis.ood import TRANSFORMS, build_ood_datamodule, check_ood_name, transform_batch
 from glowlab.likelihood import bits_per_dim, dequantize
 
 __all__ = ["image_bpd", "log_mean_exp_bpd", "auroc", "plot_histogram", "score_checkpoint"]
@@ -153,6 +153,7 @@ def score_checkpoint(ckpt_path: str | Path, ood_data: str = "noise", k: int = 1,
             for the typicality test's mean bpd (None: all).
         data: overrides of the checkpoint's data config.
     """
+    check_ood_name(ood_data)
     trained = load_model(ckpt_path, data, device)
     data_config = trained.data_config
     dm = trained.datamodule("test")
