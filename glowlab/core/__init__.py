@@ -10,12 +10,13 @@
 from glowlab.core.bijection import (INVERSE_KINDS, Bijection, Compose, Inverse, check_event, logdet_dtype,
                                     zero_ladj)
 from glowlab.core.data_init import DataDependentInit, needs_data_init
+from glowlab.core.recompute import Recomputable, recompute_by_inverse
 from glowlab.core.density import Density, FlowDensity, StandardNormal, context_batch
 from glowlab.core.errors import ContextError, InverseNotAvailable, InversionError
 
 __all__ = [
     "Bijection", "Compose", "Inverse", "INVERSE_KINDS", "logdet_dtype", "zero_ladj", "check_event",
-    "DataDependentInit", "needs_data_init",
+    "DataDependentInit", "needs_data_init", "Recomputable", "recompute_by_inverse",
     "Density", "StandardNormal", "FlowDensity", "context_batch",
     "InverseNotAvailable", "InversionError", "ContextError",
 ]

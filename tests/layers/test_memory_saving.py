@@ -240,3 +240,100 @@ def test_reversible_under_bf16_autocast():
     assert lp.dtype == torch.float32
     torch.testing.assert_close(lp, lp_ref)
     assert max(_rel_err(g, r) for g, r in zip(grads, g_ref)) < 1e-2
+
+
+def _maf():
+    from glowlab.layers.autoregressive import MaskedAutoregressive
+
+    return MaskedAutoregressive((4,), hidden_features=8)
+
+
+def _cnf():
+    from glowlab.layers.continuous import CNF, ODEMLP
+
+    return CNF(ODEMLP(4, (8,)), event_dim=1, trace="exact", method="rk4", step_size=0.5)
+
+
+def _mixture():
+    from glowlab.layers.coupling.mixture import MixtureCoupling
+
+    return MixtureCoupling(4, 8, event_dim=1, components=2)
+
+
+def _planar():
+    from glowlab.layers.vi import Planar
+
+    return Planar(4)
+
+
+@pytest.mark.parametrize("build, kind", [(_maf, "sequential"), (_cnf, "numerical"), (_mixture, "numerical"),
+                                         (_planar, "none")], ids=["maf", "cnf", "mixture", "planar"])
+def test_reversible_refuses_layers_without_a_cheap_inverse(build, kind):
+    """Reversible backprop names the layer and its inverse_kind instead of running slowly or inexactly,
+    at construction, on assignment of the mode, and in reversible_forward; checkpointing still works."""
+    layer = build()
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=rf"layer 1 \({name}\) has inverse_kind='{kind}'.*'checkpoint'"):
+        MemorySavingSequence([ActNorm(4), layer], memory_saving="reversible")
+    seq = MemorySavingSequence([ActNorm(4), layer], memory_saving="checkpoint")
+    with pytest.raises(ValueError, match=name):
+        seq.memory_saving = "reversible"
+    assert seq.memory_saving == "checkpoint"
+    with pytest.raises(ValueError, match=kind):
+        reversible_forward([layer], torch.randn(2, 4, requires_grad=True))
+    y, ladj = seq(torch.randn(3, 4, requires_grad=True))
+    (y.sum() + ladj.sum()).backward()
+
+
+def test_reversible_uses_the_layers_own_recompute_step(monkeypatch):
+    """The coupling's public reconstruct_input_and_backward is what the reversible backward calls."""
+    calls = []
+    original = AffineCoupling.reconstruct_input_and_backward
+
+    def spy(self, *args):
+        calls.append(type(self).__name__)
+        return original(self, *args)
+
+    monkeypatch.setattr(AffineCoupling, "reconstruct_input_and_backward", spy)
+    flows = [InvConv1x1LU(4), AffineCoupling(4, 8, actnorm=False), AffineCoupling(4, 8, event_dim=3, parity=1)]
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    y, ladj = reversible_forward(flows, x)
+    (y.square().sum() - ladj.sum()).backward()
+    assert calls == ["AffineCoupling", "AffineCoupling"]
+
+
+def test_data_dependent_init_is_found_through_the_hook_not_the_type():
+    """A layer of any class that declares DataDependentInit is initialised on the first batch before
+    the reversible path runs (execution does not test isinstance(ActNorm))."""
+    from glowlab.core import Bijection, DataDependentInit
+
+    class Shift(DataDependentInit, Bijection):
+        def __init__(self):
+            super().__init__()
+            self.loc = torch.nn.Parameter(torch.zeros(4))
+            self.done = False
+
+        def needs_data_init(self):
+            return not self.done
+
+        def data_init(self, x, context=None):
+            with torch.no_grad():
+                self.loc.copy_(-x.mean(0))
+            self.done = True
+
+        def forward(self, x, context=None):
+            if self.training and self.needs_data_init():
+                self.data_init(x)
+            return x + self.loc, x.new_zeros(x.shape[0])
+
+        def inverse(self, y, context=None):
+            return y - self.loc, y.new_zeros(y.shape[0])
+
+    shift = Shift()
+    seq = MemorySavingSequence([shift, AffineCoupling(4, 8, event_dim=1)], memory_saving="reversible")
+    x = torch.randn(5, 4) + 3
+    y, ladj = seq(x.requires_grad_())
+    assert shift.done
+    torch.testing.assert_close(shift.loc.detach(), -x.detach().mean(0))
+    (y.square().sum() - ladj.sum()).backward()
+    assert shift.loc.grad is not None
