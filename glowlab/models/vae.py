@@ -171,13 +171,14 @@ class FlowVAE(nn.Module):
         z, log_qz = self.posterior.rsample_and_log_prob(target.shape[0], context=h)
         return {"log_px_given_z": self.log_likelihood(target, z), "log_pz": self.prior.log_prob(z), "log_qz": log_qz}
 
-    def elbo(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-image ELBO ``[B]`` (nats): a one-sample estimate of a *lower bound* on ``log p(x)``."""
+    def elbo(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        """Per-image ELBO ``[B]`` (nats): a one-sample estimate of a *lower bound* on ``log p(x)``.
+        ``context`` is accepted for the objectives' interface; the model is unconditional and ignores it."""
         t = self.elbo_terms(x)
         return t["log_px_given_z"] + t["log_pz"] - t["log_qz"]
 
     @torch.no_grad()
-    def iwae(self, x: torch.Tensor, k: int = 1000, chunk: int = 100) -> IWAEEstimate:
+    def iwae(self, x: torch.Tensor, k: int = 1000, chunk: int = 100, context=None) -> IWAEEstimate:
         """Importance-weighted *estimate* of ``log p(x)`` from ``k`` draws of ``q(z|x)`` per image,
         computed ``chunk`` draws at a time (see :class:`IWAEEstimate`). ``k = 1`` is the ELBO."""
         if k < 1 or chunk < 1:
