@@ -66,13 +66,13 @@ def _check_images(x_int: torch.Tensor, n_bits: int, in_channels: int | None = No
 
 
 def _uniform(x_int: torch.Tensor, noise, generator, dtype) -> torch.Tensor:
+    """The given ``noise`` in ``dtype`` (checked), or a fresh ``U[0, 1)`` draw of the images' shape."""
     if noise is None:
         device = generator.device if generator is not None else x_int.device
-        noise = torch.rand(x_int.shape, generator=generator, dtype=dtype, device=device).to(x_int.device)
-    elif noise.shape != x_int.shape:
+        return torch.rand(x_int.shape, generator=generator, dtype=dtype, device=device).to(x_int.device)
+    if noise.shape != x_int.shape:
         raise ValueError(f"noise must have the images' shape {tuple(x_int.shape)}, got {tuple(noise.shape)}")
-    tiny = torch.finfo(dtype).eps  # keep logit(noise) finite
-    return noise.to(dtype).clamp(tiny, 1 - tiny)
+    return noise.to(dtype)
 
 
 class _Dequantizer(nn.Module):
@@ -152,7 +152,8 @@ class VariationalDequantizer(_Dequantizer):
         """
         dtype = dtype or next(self.parameters()).dtype
         h, shift, log_scale = self._features(x_int, dtype)
-        eps = torch.logit(_uniform(x_int, noise, generator, dtype))
+        tiny = torch.finfo(dtype).eps  # keep the logit finite at noise 0
+        eps = torch.logit(_uniform(x_int, noise, generator, dtype).clamp(tiny, 1 - tiny))
         log_q = (F.logsigmoid(eps) + F.logsigmoid(-eps)).flatten(1).sum(1)  # the logistic base
         v = eps * log_scale.exp() + shift
         v, ladj = self.couplings(v, h)
@@ -177,8 +178,28 @@ class VariationalDequantizer(_Dequantizer):
         return log_q + (F.logsigmoid(eps) + F.logsigmoid(-eps)).flatten(1).sum(1)
 
 
-#: The ``dequantization`` choices of a model config.
+#: The ``kind`` choices of a ``dequantization`` config.
 DEQUANTIZERS = {"uniform": UniformDequantizer, "variational": VariationalDequantizer}
+
+
+def build_dequantizer(config: dict | str | None, in_channels: int, n_bits: int) -> nn.Module:
+    """A dequantiser from a config: ``None`` or ``"uniform"`` or ``{"kind": "uniform"}`` gives
+    :class:`UniformDequantizer`; ``{"kind": "variational", **kwargs}`` (or ``"variational"``) gives
+    :class:`VariationalDequantizer` ``(in_channels, n_bits, **kwargs)``.
+
+    Example:
+        >>> type(build_dequantizer({"kind": "variational", "depth": 1}, 3, 8)).__name__
+        'VariationalDequantizer'
+    """
+    config = {"kind": config or "uniform"} if config is None or isinstance(config, str) else dict(config)
+    kind = config.pop("kind", "uniform")
+    if kind not in DEQUANTIZERS:
+        raise ValueError(f"dequantization kind must be one of {sorted(DEQUANTIZERS)}, got {kind!r}")
+    if kind == "uniform":
+        if config:
+            raise ValueError(f"uniform dequantisation takes no settings, got {sorted(config)}")
+        return UniformDequantizer(n_bits)
+    return VariationalDequantizer(in_channels, n_bits, **config)
 
 
 def dequantized_bits_per_dim(log_prob_fn, dequantizer: nn.Module, x_int: torch.Tensor, k: int = 1,

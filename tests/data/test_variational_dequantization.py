@@ -12,6 +12,7 @@ import torch
 from glowlab.data.dequantization import (
     UniformDequantizer,
     VariationalDequantizer,
+    build_dequantizer,
     dequantized_bits_per_dim,
 )
 from glowlab.likelihood import (
@@ -42,6 +43,11 @@ def test_uniform_dequantizer_equals_todays_bpd_exactly():
     assert torch.equal(x_tilde, dequantize(x_int, 5, seed=7)) and torch.equal(log_q, torch.zeros(5))
     log_p = -(x_tilde.double().square().flatten(1).sum(1))  # any density
     assert torch.equal(variational_bits_per_dim(log_p, log_q.double(), 48, 5), bits_per_dim(log_p, 48, 5))
+    edges = torch.tensor([0.0, 2.0**-24, 0.5, 1 - 2.0**-24]).view(1, 1, 2, 2)  # hashed noise's extremes
+    x_edge = torch.randint(0, 32, (1, 1, 2, 2))
+    x_tilde, _ = UniformDequantizer(n_bits=5).dequantize(x_edge, edges, dtype=torch.float32)
+    assert x_tilde[0, 0, 0, 0] == x_edge[0, 0, 0, 0] / 32 - 0.5  # noise 0 is used as it is, not clamped
+    assert torch.equal(((x_tilde.double() + 0.5) * 32).floor().long(), x_edge)
 
 
 def test_fresh_variational_dequantizer_is_uniform():
@@ -195,6 +201,15 @@ def test_float32_noise_at_the_edges_stays_in_the_bin():
     x_tilde, log_q = q.dequantize(x_int, noise.contiguous())
     assert torch.isfinite(log_q).all() and x_tilde.dtype == torch.float32
     assert torch.equal(((x_tilde.double() + 0.5) * 256).floor().long(), x_int)
+
+
+def test_build_dequantizer_from_config():
+    assert isinstance(build_dequantizer(None, 3, 8), UniformDequantizer)
+    assert isinstance(build_dequantizer({"kind": "uniform"}, 3, 8), UniformDequantizer)
+    q = build_dequantizer({"kind": "variational", "hidden_channels": 4, "depth": 1}, 3, 5)
+    assert isinstance(q, VariationalDequantizer) and q.n_bits == 5 and len(q.couplings) == 1
+    with pytest.raises(ValueError, match="kind"):
+        build_dequantizer({"kind": "gaussian"}, 3, 8)
 
 
 def test_bad_inputs_are_named():
