@@ -8,8 +8,9 @@ Same data, same parameter count, same optimiser, same wall-clock budget:
 * models: ``layers`` MADE layers with affine transformers and alternating orders. glowlab's has
   ``2 x hidden`` hidden units per layer; zuko's and nflows' hidden widths are chosen so their
   parameter counts are the closest to glowlab's (nflows' MADE uses residual blocks by default);
-* density throughput: ``log_prob`` of a batch of 1,024 in eval mode without a graph, samples/s
-  (median of ``--reps``); sampling throughput: ``sample(256)``, samples/s;
+* density throughput: ``log_prob`` of a batch of 1,024 in eval mode without a graph, samples/s;
+  sampling throughput: ``sample(256)``, samples/s; medians of ``--reps`` rounds in which the
+  libraries take turns (so does training: seed by seed, library by library);
 * held-out bits/dim (:func:`glowlab.likelihood.bits_per_dim`, 5 bits, D = 64) after training with
   Adam (lr 1e-3, batch 128) for ``--budget`` seconds of wall clock, for each of ``--seeds`` seeds;
   the test noise is the same for every model (seeded).
@@ -126,15 +127,28 @@ def train_for(model: Model, x_train_int: torch.Tensor, budget_s: float, seed: in
     return steps
 
 
-def median_rate(fn, n: int, reps: int) -> float:
-    """Items per second of ``fn()`` (which handles ``n`` items): median over ``reps`` after a warm-up."""
-    fn()
-    times = []
+def interleaved_rates(calls: dict, n: int, reps: int) -> dict:
+    """Items per second of each ``calls[name]()`` (which handles ``n`` items): the median over ``reps``
+    rounds, each round timing every call once, so a change in the machine's load hits them alike."""
+    times = {name: [] for name in calls}
+    for fn in calls.values():
+        fn()  # warm-up
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return n / statistics.median(times)
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: n / statistics.median(t) for name, t in times.items()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def available(lib: str) -> bool:
@@ -149,41 +163,46 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     x_train, x_test = load_digits_int()
     target = Model("glowlab", args.hidden, args.layers).params
-    results = {}
+    hidden = {}
     for lib in args.libs:
         if not available(lib):
             print(f"{lib} is not installed; skipping it (pip install {lib})")
-            continue
-        if lib in GLOWS:
-            hidden = GLOW_ARGS["hidden_channels"]  # the AR prior's hidden channels too
-        elif lib == "glowlab":
-            hidden = args.hidden
+        elif lib in GLOWS:
+            hidden[lib] = GLOW_ARGS["hidden_channels"]  # the AR prior's hidden channels too
         else:
-            hidden = matched_hidden(lib, target, args.layers, 4 * args.hidden)
+            hidden[lib] = args.hidden if lib == "glowlab" else matched_hidden(lib, target, args.layers, 4 * args.hidden)
+    models = {}
+    for lib, width in hidden.items():
         torch.manual_seed(0)
-        model = Model(lib, hidden, args.layers)
+        models[lib] = Model(lib, width, args.layers)
         if lib in GLOWS:  # ActNorm's data-dependent initialisation, before timing
-            model.log_prob(dequantize(x_train[:256], N_BITS, generator=torch.Generator().manual_seed(0)))
-        model.module.eval()
-        x_big = dequantize(x_train[torch.arange(1024) % N_TRAIN], N_BITS, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            density = median_rate(lambda m=model, x=x_big: m.log_prob(x), len(x_big), args.reps)
-            sampling = median_rate(lambda m=model: m.sample(args.sample_n), args.sample_n, args.reps)
-        bpds, steps = [], []
-        for seed in range(args.seeds):
+            models[lib].log_prob(dequantize(x_train[:256], N_BITS, generator=torch.Generator().manual_seed(0)))
+        models[lib].module.eval()
+    x_big = dequantize(x_train[torch.arange(1024) % N_TRAIN], N_BITS, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        density = interleaved_rates({lib: lambda m=m: m.log_prob(x_big) for lib, m in models.items()}, 1024,
+                                    args.reps)
+        sampling = interleaved_rates({lib: lambda m=m: m.sample(args.sample_n) for lib, m in models.items()},
+                                     args.sample_n, args.reps)
+    bpds = {lib: [] for lib in hidden}
+    steps = {lib: [] for lib in hidden}
+    for seed in range(args.seeds):  # seeds outermost: the libraries take turns
+        for lib, width in hidden.items():
             torch.manual_seed(seed)
-            model = Model(lib, hidden, args.layers)
-            steps.append(train_for(model, x_train, args.budget, seed))
-            bpds.append(held_out_bpd(model, x_test))
-        results[lib] = {
-            "hidden_features": hidden, "params": model.params, "density_samples_per_s": density,
-            "sampling_samples_per_s": sampling, "bpd": bpds, "train_steps": steps,
-            "bpd_mean": statistics.fmean(bpds), "bpd_std": statistics.stdev(bpds) if len(bpds) > 1 else 0.0,
-        }
+            model = Model(lib, width, args.layers)
+            steps[lib].append(train_for(model, x_train, args.budget, seed))
+            bpds[lib].append(held_out_bpd(model, x_test))
+    results = {
+        lib: {"hidden_features": hidden[lib], "params": models[lib].params, "density_samples_per_s": density[lib],
+              "sampling_samples_per_s": sampling[lib], "bpd": bpds[lib], "train_steps": steps[lib],
+              "bpd_mean": statistics.fmean(bpds[lib]),
+              "bpd_std": statistics.stdev(bpds[lib]) if len(bpds[lib]) > 1 else 0.0}
+        for lib in hidden
+    }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "python": platform.python_version()},
         "results": results,
     }
 
