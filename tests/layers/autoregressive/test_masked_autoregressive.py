@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from glowlab.layers.autoregressive import (
     AffineTransformer,
@@ -137,3 +138,21 @@ def test_bad_arguments_and_inputs_raise_clear_errors():
         layer(torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"events of shape \(3,\)"):
         layer.inverse(torch.randn(2, 3, 1))
+
+
+def test_reversible_memory_saving_refuses_the_sequential_layer_but_not_iaf(core_helpers):
+    from glowlab.execution.memory_saving import MemorySavingSequence
+
+    with pytest.raises(ValueError, match="MaskedAutoregressive"):
+        MemorySavingSequence([MaskedAutoregressive((3,), hidden_features=4)], "reversible")
+    # an IAF layer's inverse is one pass: reversible backprop accepts it and gives the same gradients
+    layers = [InverseAutoregressive((3,), hidden_features=4, order=o) for o in ("identity", "reversed")]
+    core_helpers.perturb_parameters(nn.ModuleList(layers), scale=0.5)
+    x = torch.randn(5, 3, requires_grad=True)
+    grads = []
+    for mode in ("none", "reversible"):
+        seq = MemorySavingSequence(layers, mode)
+        y, ladj = seq(x)
+        grads.append(torch.autograd.grad(y.square().sum() - ladj.sum(), [x, *seq.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
