@@ -1,7 +1,8 @@
-"""The LightningModule that trains any glowlab flow by maximum likelihood, in bits/dim."""
+"""The LightningModule that trains any glowlab density with a chosen objective."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from contextlib import ExitStack
@@ -12,27 +13,50 @@ from hydra.utils import get_class
 from torch import nn
 from torchmetrics import MeanMetric
 
-from glowlab.likelihood import bits_per_dim, dequantize, to_image
-from glowlab.training.ema import EMA
+from glowlab.likelihood import to_image
+from glowlab.objectives import MaximumLikelihood, Objective
 from glowlab.optim import check_optimizer, make_optimizer
+from glowlab.training.ema import EMA
 
-__all__ = ["FlowModule"]
+__all__ = ["FlowModule", "build_objective"]
 
 log = logging.getLogger(__name__)
 NAN_POLICIES = ("skip", "stop")
 
 
-class FlowModule(pl.LightningModule):
-    """Wraps a glowlab model (built from ``model_config``, a Hydra ``_target_`` dict).
+def build_objective(config) -> Objective:
+    """An :class:`~glowlab.objectives.Objective` from an instance, a ``{_target_: ...}`` config, or
+    None (maximum likelihood)."""
+    if config is None:
+        return MaximumLikelihood()
+    if isinstance(config, Objective):
+        return config
+    config = dict(config)
+    if "_target_" not in config:
+        raise ValueError(f"module objective needs a _target_ (e.g. glowlab.objectives.MaximumLikelihood), got {config}")
+    from hydra.utils import instantiate
 
-    * Loss: the mean bits/dim of the batch (:func:`glowlab.likelihood.bits_per_dim`), on images
-      dequantised on the device with uniform noise.
-    * Logs ``{train,val,test}/bpd`` and the parts ``prior_bpd`` and ``logdet_bpd``
-      (``bpd = prior_bpd + logdet_bpd + n_bits``), plus ``train/grad_norm``.
-      Validation and test bpd are exact means over the images of the split, summed across
-      processes (the data module's evaluation sampler pads with no duplicates).
+    objective = instantiate(config, _convert_="partial")
+    if not isinstance(objective, Objective):
+        raise ValueError(f"objective {config['_target_']} is not a glowlab.objectives.Objective")
+    return objective
+
+
+class FlowModule(pl.LightningModule):
+    """Trains a glowlab model (built from ``model_config``, a Hydra ``_target_`` dict) with an
+    objective (``objective``, a ``_target_`` dict; default maximum likelihood in bits/dim).
+
+    * Loss and metrics come from the objective (:mod:`glowlab.objectives`); each metric ``m`` is
+      logged as ``train/m``, ``val/m`` and ``test/m``. Maximum likelihood logs ``bpd`` and its parts
+      ``prior_bpd`` and ``logdet_bpd`` (``bpd = prior_bpd + logdet_bpd + n_bits``) and, for a
+      class-conditional model, the classifier's ``accuracy``. Validation and test values are exact
+      means over the samples of the split, summed across processes (the data module's evaluation
+      sampler pads with no duplicates).
     * Evaluation dequantisation noise is a fixed function of each image and ``eval_seed``, so an
       evaluation gives the same number for any batch size or number of processes.
+    * Models with continuous-flow hooks (``regularization_loss()``, ``nfe``, ``reset_nfe()``: FFJORD)
+      get the RNODE terms added to the training loss (``train/reg_loss``) and their NFE logged
+      (``{train,val}/nfe_forward``, ``train/nfe_backward`` of the previous step).
     * Adam/Adamax/AdamW (fused or multi-tensor by default: :mod:`glowlab.optim`) with
       linear warm-up over ``warmup_steps`` optimiser steps.
     * A non-finite loss or gradient skips the optimiser step (parameters untouched) and is logged
@@ -42,65 +66,100 @@ class FlowModule(pl.LightningModule):
     Args:
         model_config: ``{"_target_": "glowlab.models.Glow", ...}``; a ``compile`` key
             (torch.compile the training forward) is taken out before instantiation.
-        n_bits: bits per pixel of the data.
+        n_bits: bits per pixel of quantised image data; None for data that is not (vectors, no data).
         data_config: the data module's config, stored in checkpoints for ``eval.py`` and ``sample.py``.
+        objective: ``{"_target_": "glowlab.objectives.ReverseKL", ...}`` or None (maximum likelihood).
     """
 
-    def __init__(self, model_config: dict, n_bits: int, data_config: dict | None = None,
+    def __init__(self, model_config: dict, n_bits: int | None = None, data_config: dict | None = None,
                  optimizer: str = "adamax", optimizer_impl: str = "auto", lr: float = 1e-3, betas=(0.9, 0.999),
                  weight_decay: float = 0.0, warmup_steps: int = 200, ema_decay: float | None = None,
-                 nan_policy: str = "skip", max_nan_skips: int = 20, eval_seed: int = 1234):
+                 nan_policy: str = "skip", max_nan_skips: int = 20, eval_seed: int = 1234,
+                 objective: dict | None = None):
         super().__init__()
         check_optimizer(optimizer, optimizer_impl)
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"module.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=[] if not isinstance(objective, Objective) else ["objective"])
+        self.n_bits = n_bits
+        self.objective = build_objective(objective)
+        self._build_model(model_config)
+        self.ema = EMA(self.model, ema_decay) if ema_decay else None
+        # per-sample means over whole splits, summed across processes in float64; one per metric,
+        # created at the first evaluation batch that reports it
+        self.eval_metrics = nn.ModuleDict()
+        self._nan_streak = 0
+        self._skipped_step = False
+        self._eval_stack: ExitStack | None = None
+
+    def _build_model(self, model_config: dict) -> None:
         config = dict(model_config)
         compile_model = bool(config.pop("compile", False))
         # called directly rather than through hydra.utils.instantiate, so a bad argument raises
         # the model's own ValueError instead of Hydra's wrapper around it
         self.model = get_class(config.pop("_target_"))(**config)
+        encode = getattr(self.model, "encode", None)
+        if compile_model and encode is None:
+            raise ValueError(f"model.compile=true compiles the model's encode, which {type(self.model).__name__} "
+                             f"does not have; set model.compile=false")
         # the compiled function shares the model's parameters; kept out of the module tree so the
         # state dict has one copy
-        self.__dict__["_train_encode"] = torch.compile(self.model.encode) if compile_model else self.model.encode
-        self.n_bits = n_bits
-        self.num_dims = math.prod(self.model.image_shape)
-        self.ema = EMA(self.model, ema_decay) if ema_decay else None
-        # per-image means over whole splits, summed across processes in float64
-        self.eval_metrics = nn.ModuleDict({
-            f"{stage}_{part}": MeanMetric().set_dtype(torch.float64)
-            for stage in ("val", "test") for part in ("bpd", "prior_bpd", "logdet_bpd")
-        })
-        self._nan_streak = 0
-        self._skipped_step = False
-        self._eval_stack: ExitStack | None = None
+        self.__dict__["_train_encode"] = torch.compile(encode) if compile_model else None
+        self.objective.setup(self.model, self.n_bits)
+        event_shape = getattr(self.model, "event_shape", None) or getattr(self.model, "image_shape", ())
+        self.num_dims = math.prod(event_shape)
 
-    # -- likelihood ------------------------------------------------------------------------------
-    def _cond(self, y: torch.Tensor | None):
-        return y if getattr(self.model, "num_classes", 0) else None
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints of glowlab 0.1: a class-conditional model conditioned only its top prior;
+        rebuild it that way (``condition_couplings=False``) before the weights are loaded."""
+        state = checkpoint.get("state_dict", {})
+        if getattr(self.model, "context_embedding", None) is not None and "model.context_embedding.weight" not in state \
+                and "model.top_prior.class_embedding.weight" in state:
+            log.warning("checkpoint from glowlab 0.1: class-conditional model rebuilt with condition_couplings=False")
+            self.hparams.model_config = {**self.hparams.model_config, "condition_couplings": False}
+            self._build_model(self.hparams.model_config)
+            if self.ema is not None:
+                self.ema = EMA(self.model, self.ema.decay)
 
+    # -- objective -------------------------------------------------------------------------------
     def bpd_parts(self, batch, eval_seed: int | None = None):
-        """Per-image ``(bpd, prior_bpd, logdet_bpd)``, each ``[B]`` bits per dimension.
+        """Per-image ``(bpd, prior_bpd, logdet_bpd)``, each ``[B]`` bits per dimension (the parts
+        are None for models without ``encode``), for quantised image data.
 
         ``batch`` is ``(x_int [B, C, H, W], y [B])``. Training draws fresh noise; evaluation
         passes ``eval_seed`` for per-image deterministic noise (:func:`glowlab.likelihood.hashed_uniform`).
         """
-        x_int, y = batch[0], batch[1]
-        x = dequantize(x_int, self.n_bits, seed=eval_seed)
-        encode = self._train_encode if self.training else self.model.encode
-        _, logdet, log_prior = encode(x, self._cond(y))
-        scale = self.num_dims * math.log(2.0)
-        bpd = bits_per_dim(log_prior + logdet, self.num_dims, self.n_bits)
-        return bpd, -log_prior.detach() / scale, -logdet.detach() / scale
+        if self.n_bits is None:
+            raise ValueError("bits/dim need quantised image data: this module was built with n_bits=None")
+        objective = self.objective if isinstance(self.objective, MaximumLikelihood) else MaximumLikelihood()
+        objective.n_bits = self.n_bits
+        parts, _ = objective.bpd_parts(self.model, batch, eval_seed, self._encode())
+        return parts["bpd"], parts.get("prior_bpd"), parts.get("logdet_bpd")
+
+    def _encode(self):
+        return self._train_encode if self.training and self._train_encode is not None else None
+
+    def _cnf_hooks(self) -> bool:
+        return callable(getattr(self.model, "regularization_loss", None)) and hasattr(self.model, "nfe")
 
     # -- training --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        bpd, prior_bpd, logdet_bpd = self.bpd_parts(batch)
-        loss = bpd.mean()
-        b = bpd.shape[0]
-        self.log("train/bpd", loss.detach(), prog_bar=True, batch_size=b)
-        self.log("train/prior_bpd", prior_bpd.mean(), batch_size=b)
-        self.log("train/logdet_bpd", logdet_bpd.mean(), batch_size=b)
+        if self._cnf_hooks():
+            nfe = self.model.nfe
+            if self.global_step:
+                self.log("train/nfe_backward", float(nfe["backward"]))
+            self.model.reset_nfe()
+        loss, metrics = self.objective.loss(self.model, batch, step=self.global_step, encode=self._encode())
+        if self._cnf_hooks():
+            self.log("train/nfe_forward", float(self.model.nfe["forward"]))
+            reg = self.model.regularization_loss()
+            self.log("train/reg_loss", reg.detach())
+            loss = loss + reg
+        first = next(iter(metrics.values()), loss)
+        b = first.shape[0] if first.dim() else 1
+        self.log("train/loss", loss.detach(), batch_size=b)
+        for i, (name, value) in enumerate(metrics.items()):
+            self.log(f"train/{name}", value.float().mean(), prog_bar=i == 0, batch_size=b)
         return loss
 
     def on_before_optimizer_step(self, optimizer):
@@ -149,12 +208,28 @@ class FlowModule(pl.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------------
     def _eval_step(self, batch, stage: str):
-        parts = dict(zip(("bpd", "prior_bpd", "logdet_bpd"), self.bpd_parts(batch, eval_seed=self.hparams.eval_seed)))
-        for name, per_image in parts.items():
-            metric = self.eval_metrics[f"{stage}_{name}"]
-            metric.update(per_image)
-            self.log(f"{stage}/{name}", metric, prog_bar=name == "bpd", on_step=False, on_epoch=True)
-        return parts["bpd"]
+        with ExitStack() as stack:
+            if self._cnf_hooks():
+                # a CNF's exact trace differentiates the dynamics, also in evaluation: leave Lightning's
+                # inference mode (the batch, made in it, is cloned into an ordinary tensor)
+                stack.enter_context(torch.inference_mode(False))
+                stack.enter_context(torch.enable_grad())
+                batch = [t.clone() if isinstance(t, torch.Tensor) else t for t in batch]
+                self.model.reset_nfe()
+            loss, metrics = self.objective.loss(self.model, batch, step=self.global_step,
+                                                eval_seed=self.hparams.eval_seed)
+            metrics = {k: v.detach() for k, v in metrics.items()}
+        if self._cnf_hooks():
+            metrics = {**metrics, "nfe_forward": torch.tensor(float(self.model.nfe["forward"]), device=loss.device)}
+        for name, value in metrics.items():
+            key = f"{stage}_{name}"
+            if key not in self.eval_metrics:
+                self.eval_metrics[key] = MeanMetric().set_dtype(torch.float64).to(value.device)
+            metric = self.eval_metrics[key]
+            metric.update(value.double())
+            self.log(f"{stage}/{name}", metric, prog_bar=name in ("bpd", "accuracy"), on_step=False, on_epoch=True,
+                     metric_attribute=f"eval_metrics.{key}")
+        return loss
 
     def validation_step(self, batch, batch_idx):
         return self._eval_step(batch, "val")
@@ -180,14 +255,26 @@ class FlowModule(pl.LightningModule):
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_images(self, n: int, temperature: float = 1.0, cond: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` samples as images in [0, 1], ``[n, C, H, W]`` (EMA weights when enabled).
+                      generator: torch.Generator | None = None, *, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` samples as images in [0, 1], ``[n, C, H, W]`` (EMA weights when enabled), for a model
+        of quantised images. ``context`` (``cond`` is its old name): one row per sample.
         Non-finite samples stay non-finite so callers can count them."""
+        if self.n_bits is None or getattr(self.model, "image_shape", None) is None:
+            raise ValueError(f"sample_images needs an image model trained on quantised images; this module has "
+                             f"n_bits={self.n_bits} and a {type(self.model).__name__}: use model.sample(n)")
+        context = context if context is not None else cond
         was_training = self.model.training
         self.model.eval()
         with ExitStack() as stack:
             if self.ema is not None:
                 stack.enter_context(self.ema.swapped_in(self.model))
-            x = self.model.sample(n, temperature, cond, generator=generator)
+            if generator is None or "generator" in inspect.signature(self.model.sample).parameters:
+                kwargs = {"generator": generator} if generator is not None else {}
+                x = self.model.sample(n, context=context, temperature=temperature, **kwargs)
+            else:  # a density whose sample takes no generator: seed the global RNG from it, locally
+                devices = [generator.device] if generator.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(generator.initial_seed())
+                    x = self.model.sample(n, context=context, temperature=temperature)
         self.model.train(was_training)
         return to_image(x, self.n_bits)

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from glowlab.training.config import apply_extras, load_checkpoint
-from glowlab.training.module import FlowModule
+from glowlab.training.module import FlowModule, build_objective
 
 __all__ = ["train", "evaluate", "instantiate_group", "build_datamodule"]
 
@@ -69,9 +69,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         load_checkpoint(ckpt_path)  # fail early, naming the file, if it is damaged
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    datamodule = build_datamodule(cfg.data, model_config["image_shape"])
-    module = FlowModule(model_config=model_config, n_bits=datamodule.n_bits,
-                        data_config=OmegaConf.to_container(cfg.data, resolve=True),
+    objective_config = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else None
+    # a run without data (reverse KL) gets its data module from the objective
+    datamodule = build_objective(objective_config).datamodule() or build_datamodule(
+        cfg.data, model_config.get("image_shape") or model_config.get("event_shape"))
+    module = FlowModule(model_config=model_config, n_bits=datamodule.n_bits, objective=objective_config,
+                        data_config=OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None,
                         **OmegaConf.to_container(cfg.get("module") or OmegaConf.create({}), resolve=True))
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
