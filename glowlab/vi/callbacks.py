@@ -10,7 +10,13 @@
   estimate of ``log p(x)`` with ``k`` draws, nats per image) and ``test/nll_iwae_se`` (its Monte-Carlo
   standard error over the draws, not over the choice of test images).
 
-Both run on one process (rank 0); they are reports, not part of training.
+Both run on one process (rank 0); they are reports, not part of training. Configs add them, e.g.
+``conf/experiment/vi_u1.yaml`` (``callbacks.vi_report``) and ``vae_digits.yaml`` (``callbacks.iwae``).
+
+Example:
+    >>> report = IWAEReport(k=1000, chunk=100)
+    >>> report.k, report.chunk
+    (1000, 100)
 """
 
 from __future__ import annotations

@@ -1,6 +1,16 @@
 """Amortised parameters: a zero-initialised linear map from a ``context [B, C]`` to per-sample
 shifts of a layer's free parameters (Rezende & Mohamed 2015 produce flow parameters from the
-encoder's output; starting the shifts at zero makes every sample start from the shared ones)."""
+encoder's output; starting the shifts at zero makes every sample start from the shared ones).
+
+Example:
+    >>> import torch
+    >>> from glowlab.layers.vi import Planar
+    >>> f = Planar(2, context_features=3)
+    >>> tuple(f.head(torch.randn(4, 3), 4).shape)  # per-sample shifts of (u, w, b): 2 + 2 + 1
+    (4, 5)
+    >>> Planar(2).head(torch.randn(4, 3), 4) is None  # not conditional: the context is ignored
+    True
+"""
 
 from __future__ import annotations
 
