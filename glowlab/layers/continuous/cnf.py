@@ -74,7 +74,8 @@ class CNF(Bijection):
         method: a torchdiffeq solver; adaptive ``"dopri5"`` (default) ... or fixed-step ``"rk4"``, ...
         rtol, atol: tolerances of the adaptive solvers (also used by the adjoint's backward solve).
         step_size: fixed-step solvers' step on the normalised interval [0, 1] (``1/step_size`` steps).
-        adjoint: back-propagate with the adjoint method (memory constant in the number of steps).
+        adjoint: back-propagate with the adjoint method (memory constant in the number of steps). Its
+            gradients reach the dynamics' parameters only, not a ``context`` tensor.
         max_num_steps: steps one solve may take (accepted or not); beyond it :class:`ODESolveError`.
         kinetic_weight, jacobian_weight: RNODE weights (0 disables).
     """
@@ -155,8 +156,8 @@ class CNF(Bijection):
     def _solve(self, x: torch.Tensor, context, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         check_event(self, x, self.event_dim)
         if x.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"CNF solves in float32 or float64, got {x.dtype}; cast the input (autocast is not "
-                             f"supported inside the ODE solve)")
+            raise ValueError(f"CNF solves in float32 or float64, got {x.dtype}; cast the input (the solve runs "
+                             f"without autocast)")
         trace = self.last_trace = self.current_trace(x)
         regularize = (self.training and torch.is_grad_enabled()
                       and (self.kinetic_weight > 0 or self.jacobian_weight > 0))
@@ -172,11 +173,13 @@ class CNF(Bijection):
             kwargs["options"] = {"step_size": self.step_size}
         else:  # torchdiffeq's own limit as a backstop; SolveFunc raises first
             kwargs["options"] = {"max_num_steps": self.max_num_steps + 2}
-        try:
-            if self.adjoint:
-                out = odeint_adjoint(func, state, t, adjoint_params=tuple(self.dynamics.parameters()), **kwargs)
-            else:
-                out = odeint(func, state, t, **kwargs)
+        try:  # the solver's error control needs float32 or wider: no autocast inside the solve
+            with torch.autocast(x.device.type, enabled=False):
+                if self.adjoint:
+                    params = tuple(self.dynamics.parameters())
+                    out = odeint_adjoint(func, state, t, adjoint_params=params, **kwargs)
+                else:
+                    out = odeint(func, state, t, **kwargs)
         except AssertionError as err:  # torchdiffeq's own checks (non-finite state, step limit)
             raise ODESolveError(f"torchdiffeq stopped: {err}.{self._advice()}") from err
         finally:

@@ -70,18 +70,24 @@ def exact_divergence(f: torch.Tensor, z: torch.Tensor, create_graph: bool = True
                      need_frobenius: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The exact divergence ``tr(∂f/∂z)``, ``[B]``, and ``‖∂f/∂z‖_F^2`` (if ``need_frobenius``).
 
-    Computes the D rows of every sample's Jacobian with D vector-Jacobian products, batched by
-    ``vmap`` when the graph allows it (else one at a time). Assumes samples do not interact.
+    Computes the D rows of every sample's Jacobian with D vector-Jacobian products: batched by
+    ``vmap`` without a graph (evaluation), one at a time with ``create_graph`` (back-propagating
+    through a vmapped graph measured about 3x slower on a CPU at D = 64). Assumes samples do not
+    interact.
     """
     batch, dim = f.shape[0], f[0].numel()
-    eye = torch.eye(dim, dtype=f.dtype, device=f.device)
-    cotangents = eye[:, None, :].expand(dim, batch, dim).reshape(dim, *f.shape)
-    try:
-        (rows,) = torch.autograd.grad(f, z, cotangents, create_graph=create_graph, retain_graph=True,
-                                      is_grads_batched=True)
-    except RuntimeError:  # an op without a batching rule: fall back to one row at a time
-        rows = torch.stack([torch.autograd.grad(f, z, c, create_graph=create_graph, retain_graph=True)[0]
-                            for c in cotangents])
+    flat = f.reshape(batch, dim)
+    rows = None
+    if not create_graph:
+        eye = torch.eye(dim, dtype=f.dtype, device=f.device)
+        try:
+            (rows,) = torch.autograd.grad(flat, z, eye[:, None, :].expand(dim, batch, dim), retain_graph=True,
+                                          is_grads_batched=True)
+        except RuntimeError:  # an op without a batching rule: one row at a time below
+            rows = None
+    if rows is None:
+        rows = torch.stack([torch.autograd.grad(flat[:, i].sum(), z, create_graph=create_graph, retain_graph=True)[0]
+                            for i in range(dim)])
     rows = rows.reshape(dim, batch, dim)  # rows[i, b, j] = ∂f_i/∂z_j of sample b
     div = torch.diagonal(rows, dim1=0, dim2=2).sum(-1)
     frob = rows.square().sum((0, 2)) if need_frobenius else None

@@ -196,3 +196,15 @@ def test_bad_inputs_say_what_to_do():
 def test_layer_declares_a_numerical_inverse():
     flow = CNF(ODEMLP(2, (4,)), **FAST)
     assert flow.inverse_kind == "numerical" and not flow.inverse_is_cheap
+
+
+def test_the_solve_ignores_autocast(core_helpers):
+    flow = _vector_cnf(core_helpers, **FAST).float()
+    x = torch.randn(4, 3, dtype=torch.float32)
+    with torch.no_grad():
+        y, ladj = flow(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y_auto, ladj_auto = flow(x)
+    assert y_auto.dtype == ladj_auto.dtype == torch.float32
+    torch.testing.assert_close(y_auto, y, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ladj_auto, ladj, rtol=1e-6, atol=1e-6)
