@@ -12,8 +12,9 @@ The Jacobian is triangular in that order, so the ladj is the sum of the diagonal
 * **inverse** (``y -> x``, MAF's sampling direction): ``x_i`` needs ``x_{<i}``; starting from
   ``x = 0``, each pass ``x <- τ⁻¹(y; θ(x))`` makes one more element exact, so ``D`` passes give the
   exact inverse (vectors: ``D`` features; images: pixel by pixel and channel by channel, ``C·H·W``
-  passes, e.g. 784 for a 1x28x28 image). Hence ``inverse_kind = "sequential"``: reversible memory
-  saving refuses the layer. Sampling that lasts more than a few seconds shows a progress bar.
+  passes, e.g. 784 for a 1x28x28 image, each pass on only the rows the current one can see).
+  Hence ``inverse_kind = "sequential"``: reversible memory saving refuses the layer. Sampling that
+  lasts more than a few seconds shows a progress bar.
 
 :class:`InverseAutoregressive` swaps the two directions (IAF): its forward is the sequential one,
 its inverse one pass, so a density using it as its data-to-latent map samples in one pass.
@@ -123,13 +124,31 @@ class MaskedAutoregressive(Bijection):
         self._check(y, "input to the inverse")
         from tqdm import tqdm
 
-        x = torch.zeros_like(y)
-        logd = None
-        steps = tqdm(range(self.num_passes), desc=f"{type(self).__name__} inverse", unit="pass", leave=False,
+        steps = tqdm(total=self.num_passes, desc=f"{type(self).__name__} inverse", unit="pass", leave=False,
                      delay=PROGRESS_DELAY_S)
-        for _ in steps:
-            x, logd = self.transformer.inverse(y, self.net(x, context))
+        with steps:
+            if self.event_dim == 3:
+                return self._inverse_rows(y, context, steps)
+            x = torch.zeros_like(y)
+            logd = None
+            for _ in range(self.num_passes):
+                x, logd = self.transformer.inverse(y, self.net(x, context))
+                steps.update()
         return x, self._ladj(logd)
+
+    def _inverse_rows(self, y: torch.Tensor, context, steps) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images: row by row in the order, ``C·W`` passes per row (one per element), each on the
+        rows the current one can see (:meth:`MaskedConvNet.row_params`)."""
+        c, height, width = self.event_shape
+        rows = list(torch.zeros_like(y).unbind(2))  # [B, C, W] each
+        ladj = torch.zeros(y.shape[0], dtype=logdet_dtype(y), device=y.device)
+        for r in (reversed(range(height)) if self.net.reverse else range(height)):
+            for _ in range(c * width):
+                params = self.net.row_params(torch.stack(rows, dim=2), r, context)
+                rows[r], logd = self.transformer.inverse(y[:, :, r], params)
+                steps.update()
+            ladj = ladj + self._ladj(logd)  # row r is exact now, and so are its parameters
+        return torch.stack(rows, dim=2), ladj
 
 
 class InverseAutoregressive(Inverse):

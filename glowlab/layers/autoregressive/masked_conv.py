@@ -102,12 +102,13 @@ class MaskedConvNet(nn.Module):
         self.act = activation_module(activation)
         self.context = nn.Linear(context_features, hidden_channels) if context_features else None
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"{type(self).__name__} over {self.channels} channels expects [B, {self.channels}, H, W], "
-                             f"got {tuple(x.shape)}")
-        if self.reverse:
-            x = x.flip(1, 2, 3)
+    @property
+    def receptive_rows(self) -> int:
+        """How many rows above its own an output sees (through all layers): ``Σ kernel // 2``."""
+        return sum(conv.kernel_size[0] // 2 for conv in self.convs)
+
+    def _stack(self, x: torch.Tensor, context) -> torch.Tensor:
+        """The convolutions on ``x`` in the network's own (possibly flipped) coordinates."""
         h = self.convs[0](x)
         if self.context is not None:
             if context is None or context.shape != (x.shape[0], self.context_features):
@@ -117,6 +118,31 @@ class MaskedConvNet(nn.Module):
             h = h + self.context(context.to(h.dtype))[:, :, None, None]
         for conv in self.convs[1:]:
             h = conv(self.act(h))
+        return h
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__} over {self.channels} channels expects [B, {self.channels}, H, W], "
+                             f"got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(x)
+        h = self._stack(x.flip(1, 2, 3) if self.reverse else x, context)
         b, _, height, width = x.shape
         params = h.view(b, self.params_per_channel, self.channels, height, width)
         return params.flip(2, 3, 4) if self.reverse else params
+
+    def row_params(self, x: torch.Tensor, row: int, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The parameters of image row ``row`` only, ``[B, P, C, W]``, equal to ``forward(x)[:, :, :, row]``.
+
+        Since an output sees only :attr:`receptive_rows` rows above it (and none below), the
+        convolutions run on those rows alone: what makes sampling an image row by row cost
+        ``receptive_rows + 1`` rows per pass instead of ``H``.
+        """
+        self._check(x)
+        height = x.shape[2]
+        r = height - 1 - row if self.reverse else row
+        xf = x.flip(1, 2, 3) if self.reverse else x
+        h = self._stack(xf[:, :, max(0, r - self.receptive_rows):r + 1], context)[:, :, -1]
+        params = h.reshape(x.shape[0], self.params_per_channel, self.channels, x.shape[3])
+        return params.flip(2, 3) if self.reverse else params
