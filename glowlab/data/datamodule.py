@@ -9,7 +9,8 @@ dataset's test split for ``test``. Only ``prepare_data`` (run by Lightning on lo
 downloads; ``setup`` opens the files with ``download=False`` on every rank.
 
 Distributed: when the attached trainer (or ``torch.distributed``) has world size R > 1, the
-loaders carry their own samplers: a shuffling ``DistributedSampler`` (seeded with ``seed``) for
+loaders carry their own samplers: a :class:`~glowlab.data.samplers.ResumableShuffleSampler`
+(DistributedSampler's shuffle, seeded with ``seed`` and the epoch, also with one process) for
 train, an :class:`~glowlab.data.samplers.UnrepeatedDistributedSampler` for val and test, so each
 evaluation image is seen exactly once over all ranks. Both are DistributedSampler subclasses, so
 Lightning leaves them alone whatever ``Trainer(use_distributed_sampler=...)`` is set to.
@@ -22,28 +23,41 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
 
 from glowlab.data.datasets import DATASETS, build_dataset, check_dataset_name, dataset_num_classes, native_shape
-from glowlab.data.samplers import UnrepeatedDistributedSampler
+from glowlab.data.samplers import ResumableDataLoader, ResumableShuffleSampler, UnrepeatedDistributedSampler
 from glowlab.data.transforms import ImageTransform, transformed_shape
 
 __all__ = ["FlowDataModule", "TransformedSubset", "split_train_val"]
 
 
 class TransformedSubset(Dataset):
-    """Items ``indices`` of ``base`` with ``transform`` applied to each image; yields ``(uint8 [C, H, W], int)``."""
+    """Items ``indices`` of ``base`` with ``transform`` applied to each image; yields ``(uint8 [C, H, W], int)``.
 
-    def __init__(self, base: Dataset, indices: torch.Tensor, transform: ImageTransform):
-        self.base, self.indices, self.transform = base, indices, transform
+    With ``shape`` set, every transformed image is checked against it, and one of another size
+    raises a ValueError naming its file (``base.describe(i)``) instead of failing later in the
+    batch collation.
+    """
+
+    def __init__(self, base: Dataset, indices: torch.Tensor, transform: ImageTransform,
+                 shape: tuple[int, int, int] | None = None):
+        self.base, self.indices, self.transform, self.shape = base, indices, transform, shape
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.base[int(self.indices[i])]
-        return self.transform(x), y
+        j = int(self.indices[i])
+        x, y = self.base[j]
+        x = self.transform(x)
+        if self.shape is not None and tuple(x.shape) != self.shape:
+            where = self.base.describe(j) if hasattr(self.base, "describe") else f"item {j}"
+            raise ValueError(f"image {where} came out as {tuple(x.shape)}, not {self.shape} like the "
+                             f"first one: the images differ in size; set data.image_size (e.g. "
+                             f"data.image_size={self.shape[-1]}) to resize them all")
+        return x, y
 
 
 def split_train_val(n: int, val_size: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,13 +221,18 @@ class FlowDataModule(pl.LightningDataModule):
             base = build_dataset(self.dataset, self.root, "train", **self.options)
             n = len(base) if self.train_limit is None else min(self.train_limit, len(base))
             train_idx, val_idx = split_train_val(n, self.val_size, self.seed)
-            self.train_dataset = TransformedSubset(base, train_idx, self._transform(hflip=self.hflip))
-            self.val_dataset = TransformedSubset(base, val_idx, self._transform())
+            if self.val_size and not len(val_idx):
+                rank_zero_warn(f"data.val_size={self.val_size} of {n} training images holds out none: there is no "
+                               f"validation, so best.ckpt is not written and best/val_bpd is NaN. Use more "
+                               f"images (data.train_limit) or a count, e.g. data.val_size=1")
+            shape = self.image_shape
+            self.train_dataset = TransformedSubset(base, train_idx, self._transform(hflip=self.hflip), shape)
+            self.val_dataset = TransformedSubset(base, val_idx, self._transform(), shape)
             self._check_shape(self.train_dataset)
         if stage in (None, "test", "predict") and self.test_dataset is None:
             base = build_dataset(self.dataset, self.root, "test", **self.options)
             n = len(base) if self.test_limit is None else min(self.test_limit, len(base))
-            self.test_dataset = TransformedSubset(base, torch.arange(n), self._transform())
+            self.test_dataset = TransformedSubset(base, torch.arange(n), self._transform(), self.image_shape)
             self._check_shape(self.test_dataset)
         sizes = {k: len(getattr(self, f"{k}_dataset")) for k in ("train", "val", "test")
                  if getattr(self, f"{k}_dataset") is not None}
@@ -222,11 +241,11 @@ class FlowDataModule(pl.LightningDataModule):
     def _transform(self, hflip: bool = False) -> ImageTransform:
         return ImageTransform(**self._transform_args, hflip=hflip)
 
-    def _check_shape(self, ds: Dataset) -> None:
-        shape = tuple(ds[0][0].shape) if len(ds) else self.image_shape
-        if shape != self.image_shape:
-            raise ValueError(f"{self.dataset} in {self.root}: an image came out as {shape}, not "
-                             f"{self.image_shape}; images differ in size, set data.image_size")
+    @staticmethod
+    def _check_shape(ds: Dataset) -> None:
+        """Open the first image now, so a wrong size fails at setup (later ones fail when loaded)."""
+        if len(ds):
+            ds[0]
 
     def _world(self) -> tuple[int, int]:
         """``(world_size, global_rank)`` from the attached trainer, else torch.distributed, else (1, 0)."""
@@ -236,23 +255,28 @@ class FlowDataModule(pl.LightningDataModule):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
-    def _loader(self, ds: Dataset, batch_size: int, sampler=None, shuffle: bool = False,
-                drop_last: bool = False) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+    def _loader(self, ds: Dataset, batch_size: int, sampler=None, drop_last: bool = False,
+                cls: type[DataLoader] = DataLoader) -> DataLoader:
+        return cls(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.num_workers,
+                   pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled; drops the last partial batch (unless there is only one); DistributedSampler under DDP."""
+        """Shuffled by ``(seed, epoch)`` (split over the ranks under DDP); drops the last partial
+        batch (unless there is only one). Its position is saved in checkpoints, so a run resumed
+        mid-epoch sees the rest of that epoch's batches in order (:class:`ResumableDataLoader`)."""
         self._require(self.train_dataset, "fit")
         world, rank = self._world()
-        sampler = None
-        if world > 1:
-            sampler = DistributedSampler(self.train_dataset, num_replicas=world, rank=rank, shuffle=True,
-                                         seed=self.seed)
-        per_rank = len(sampler) if sampler is not None else len(self.train_dataset)
-        return self._loader(self.train_dataset, self.batch_size, sampler, shuffle=sampler is None,
-                            drop_last=per_rank >= self.batch_size)
+        sampler = ResumableShuffleSampler(self.train_dataset, num_replicas=world, rank=rank, seed=self.seed)
+        loader = self._loader(self.train_dataset, self.batch_size, sampler, drop_last=len(sampler) >= self.batch_size,
+                              cls=ResumableDataLoader)
+        if self.trainer is not None:
+            loader.progress = self._train_progress
+        return loader
+
+    def _train_progress(self) -> tuple[int, float]:
+        """``(batches trained in the current epoch, batches per epoch)`` from the attached trainer."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed, trainer.num_training_batches
 
     def val_dataloader(self):
         """In order, every image once over all ranks; ``[]`` (no validation) when ``val_size`` is 0."""

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["DatasetNotFoundError", "missing_dataset", "OFFLINE_HINT"]
+__all__ = ["OFFLINE_DATASETS", "DatasetNotFoundError", "missing_dataset", "offline_hint"]
 
-OFFLINE_HINT = "for offline development use data=digits (bundled with scikit-learn) or data=mnist_idx"
+# datasets that need no download, and what each one needs instead
+OFFLINE_DATASETS = {
+    "digits": "bundled with scikit-learn",
+    "mnist_idx": "MNIST IDX files already on disk, data.root=FOLDER",
+}
+
+
+def offline_hint(dataset: str | None = None) -> str:
+    """The offline alternatives to ``dataset`` (never ``dataset`` itself, which just failed)."""
+    others = [f"data={name} ({what})" for name, what in OFFLINE_DATASETS.items() if name != dataset]
+    return "for offline development use " + " or ".join(others)
 
 
 class DatasetNotFoundError(FileNotFoundError, RuntimeError):
@@ -32,5 +42,5 @@ def missing_dataset(dataset: str, root: str, reason: str, layout: str = "",
         how = ("Run once with internet access and data.download=true to download it there, or place the "
                "files there yourself" if downloadable else "It is not downloaded automatically: place the files there")
     where = f" Expected layout: {layout}." if layout else ""
-    return DatasetNotFoundError(f"{head}. {how}.{where} {OFFLINE_HINT[0].upper()}{OFFLINE_HINT[1:]}.",
-                                dataset, str(root))
+    hint = offline_hint(dataset)
+    return DatasetNotFoundError(f"{head}. {how}.{where} {hint[0].upper()}{hint[1:]}.", dataset, str(root))

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["TensorImages", "PILImages", "FlatImageFolder", "list_images"]
+__all__ = ["FlatImageFolder", "PILImages", "TensorImages", "list_images"]
 
 
 class TensorImages(Dataset):
@@ -46,7 +46,7 @@ class TensorImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.labels[i])
 
-    def subset(self, start: int, stop: int) -> "TensorImages":
+    def subset(self, start: int, stop: int) -> TensorImages:
         """Images ``start`` to ``stop`` (Python slice semantics) as a new dataset (a view)."""
         return TensorImages(self.images[start:stop], self.labels[start:stop], self.num_classes, self.source_bits)
 
@@ -65,9 +65,23 @@ class PILImages(Dataset):
         return len(self.base)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, target = self.base[i]
-        x = TF.pil_to_tensor(img if img.mode == "RGB" else img.convert("RGB"))
+        try:
+            img, target = self.base[i]
+            x = TF.pil_to_tensor(img if img.mode == "RGB" else img.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: truncated, corrupt or not an image
+            raise OSError(f"could not read image {self.describe(i)} ({type(err).__name__}: {err}); "
+                          f"replace or delete that file") from err
         return x, int(target) if self.labelled else 0
+
+    def describe(self, i: int) -> str:
+        """The file behind item ``i`` when the wrapped dataset knows it, else ``"item i"``."""
+        samples = getattr(self.base, "samples", None) or getattr(self.base, "files", None)  # ImageFolder, flat
+        if samples is None and hasattr(self.base, "filename"):  # CelebA
+            return str(Path(self.base.root) / self.base.base_folder / "img_align_celeba" / self.base.filename[i])
+        if samples is None:
+            return f"item {i}"
+        entry = samples[i]
+        return str(entry[0] if isinstance(entry, tuple) else entry)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -9,11 +9,27 @@ from omegaconf import DictConfig
 
 from glowlab.training.config import CONF_DIR
 
-__all__ = ["train_main", "eval_main"]
+__all__ = ["eval_main", "train_main"]
+
+
+NULLABLE_GROUPS = ("logger", "callbacks")
+
+
+def allow_null_groups(argv: list[str]) -> list[str]:
+    """``logger=null`` (or ``callbacks=null``) -> ``~logger``: Hydra cannot set a config group to
+    null from the command line ("Config group override must be a string"), but can delete it."""
+    return [f"~{a.split('=', 1)[0]}" if a in {f"{g}={v}" for g in NULLABLE_GROUPS for v in ("null", "none")} else a
+            for a in argv]
+
+
+def train_main() -> float | None:
+    """``python train.py [overrides]``; see :func:`_train_hydra`."""
+    sys.argv[1:] = allow_null_groups(sys.argv[1:])
+    return _train_hydra()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def train_main(cfg: DictConfig) -> float | None:
+def _train_hydra(cfg: DictConfig) -> float | None:
     """Train; return the metric named by ``optimized_metric`` (default ``val/bpd``) for sweepers.
     In a multirun a failing job is recorded and returns ``inf``, so the sweep goes on
     (:func:`glowlab.training.sweeps.run_sweep_job`)."""

@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["PROJECT_ROOT", "CONF_DIR", "register_resolvers", "apply_extras", "load_checkpoint", "CheckpointError"]
+from glowlab.training.checkpointing import CheckpointError, check_initialized_flags, verify_checksum
+
+__all__ = ["CONF_DIR", "PROJECT_ROOT", "CheckpointError", "apply_extras", "load_checkpoint", "register_resolvers"]
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,17 @@ def apply_extras(cfg: DictConfig) -> None:
         rprint(Syntax(OmegaConf.to_yaml(cfg, resolve=False), "yaml", theme="ansi_dark"))
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not belong to glowlab."""
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a glowlab checkpoint on the CPU, with errors that name the file.
 
+    Verifies the state dict's checksum (when the file has one,
+    :mod:`glowlab.training.checkpointing`) and that a trained model's ActNorm layers are flagged
+    initialised.
+
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: truncated/corrupt, or missing glowlab's model config.
+        CheckpointError: truncated/corrupt, checksum mismatch, ActNorm flags off after training,
+            or missing glowlab's model config.
     """
     path = Path(path)
     if not path.is_file():
@@ -71,4 +74,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"{path} is not a glowlab checkpoint (no model_config in its hyper_parameters); "
             f"use a checkpoint written by `python train.py`"
         )
+    verify_checksum(ckpt, path)
+    check_initialized_flags(ckpt, path)
     return ckpt

@@ -6,20 +6,27 @@ the sweep directory gets a summary table.
   the sweeper maximises), which the Optuna sweeper records as a (bad) completed trial. ``nan`` is
   never returned: optuna 2.10 fails a trial that reports nan and the sweeper then aborts.
 * :class:`SweepSummary` (a Hydra callback, see ``conf/hydra/default.yaml``) writes every job's
-  ``status.json`` (status, overrides, wall time, error) and, at the end of a multirun, collects
-  them with each job's ``metrics.json`` into ``summary.csv`` and ``summary.md`` in the sweep dir.
+  ``status.json`` (``running`` when the job starts; then status, overrides, wall time, error) and,
+  at the end of a multirun, collects them with each job's ``metrics.json`` into ``summary.csv``
+  and ``summary.md`` in the sweep dir.
+
+Status files are written atomically (:mod:`glowlab.atomic`), and the summary tolerates a job that
+died: a job still ``running`` at the end was killed, and an unreadable ``status.json`` or
+``metrics.json`` (a full disk) gives a row with the reason instead of a crash.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
@@ -27,7 +34,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["is_multirun", "run_sweep_job", "SweepSummary", "collect_jobs", "write_summary", "STATUS_FILE"]
+from glowlab.atomic import atomic_write_text
+
+__all__ = ["STATUS_FILE", "SweepSummary", "collect_jobs", "is_multirun", "run_sweep_job", "write_summary"]
 
 log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
@@ -48,13 +57,25 @@ def _output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _read_json(path: Path) -> tuple[dict, str | None]:
+    """``(content, None)``, or ``({}, reason)`` when the file is missing, empty or not a JSON object."""
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, f"no {path.name}"
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError; an empty file after a full disk
+        return {}, f"{path.name} unreadable ({type(err).__name__}: {err})"
+    if not isinstance(content, dict):
+        return {}, f"{path.name} holds no JSON object"
+    return content, None
+
+
 def _write_status(out: Path, **fields: Any) -> None:
     if not _is_rank_zero():
         return
     path = out / STATUS_FILE
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**old, **fields}, indent=2, sort_keys=True, default=str) + "\n")
+    old, _ = _read_json(path)
+    atomic_write_text(path, json.dumps({**old, **fields}, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def run_sweep_job(fn: Callable[[DictConfig], dict], cfg: DictConfig, metric: str) -> float:
@@ -91,17 +112,20 @@ class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._start = time.time()
         stale = _output_dir() / STATUS_FILE
-        if self.enabled and _is_rank_zero() and stale.is_file():
-            stale.unlink()
+        if self.enabled and _is_rank_zero():
+            if stale.is_file():
+                stale.unlink()
+            # replaced when the job ends; still "running" in the summary means the job was killed
+            _write_status(_output_dir(), status="running", overrides=list(HydraConfig.get().overrides.task),
+                          job=OmegaConf.select(HydraConfig.get(), "job.num", default=0))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not self.enabled or not _is_rank_zero():
             return
         out = _output_dir()
-        path = out / STATUS_FILE
         fields: dict[str, Any] = {"overrides": list(job_return.overrides or []),
                                   "job": OmegaConf.select(HydraConfig.get(), "job.num", default=0)}
-        if not path.is_file():  # run_sweep_job records failures itself
+        if _read_json(out / STATUS_FILE)[0].get("status") in (None, "running"):  # run_sweep_job records failures
             ok = job_return.status == JobStatus.COMPLETED
             fields.update(status="ok" if ok else "failed", wall_time_s=time.time() - self._start)
             if not ok:
@@ -127,16 +151,23 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict]:
     rows = []
     for status_file in Path(sweep_dir).rglob(STATUS_FILE):
         job_dir = status_file.parent
-        status = json.loads(status_file.read_text())
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        status, status_problem = _read_json(status_file)
+        metrics, metrics_problem = _read_json(job_dir / "metrics.json")
+        state = status.get("status", "unknown")
+        error = (status.get("error") or "").strip()
+        if status_problem:  # e.g. emptied by a full disk: the job's outcome is unknown
+            state, error = "unknown", f"{status_problem}; see the job's log"
+        elif state == "running":
+            state, error = "died", "the job never finished (killed, out of memory, or the machine stopped)"
+        elif state == "ok" and metrics_problem and metrics_problem != "no metrics.json":
+            error = metrics_problem
         wall = _number(metrics, "wall_time_s") or status.get("wall_time_s")
         rows.append({
-            "job": status.get("job", job_dir.name), "status": status.get("status", "unknown"),
-            "overrides": " ".join(status.get("overrides", [])),
+            "job": status.get("job", job_dir.name), "status": state,
+            "overrides": " ".join(str(o) for o in status.get("overrides", [])),
             "best_val_bpd": _number(metrics, "best/val_bpd"), "val_bpd": _number(metrics, "val/bpd"),
             "test_bpd": _number(metrics, "test/bpd"), "wall_time_s": wall,
-            "error": (status.get("error") or "").strip(), "output_dir": str(job_dir),
+            "error": error, "output_dir": str(job_dir),
         })
     return sorted(rows, key=lambda r: (int(r["job"]) if str(r["job"]).isdigit() else 1 << 30, str(r["job"])))
 
@@ -159,11 +190,11 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     to their first line) into ``sweep_dir``; return the rows."""
     sweep_dir = Path(sweep_dir)
     rows = collect_jobs(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with (sweep_dir / "summary.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows({k: _cell(r[k]) for k in COLUMNS} for r in rows)
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows({k: _cell(r[k]) for k in COLUMNS} for r in rows)
+    atomic_write_text(sweep_dir / "summary.csv", table.getvalue())
     # the table shows each job's own overrides; those shared by every job are listed once
     split = [r["overrides"].split() for r in rows]
     common = [o for o in split[0] if all(o in s for s in split)] if len(rows) > 1 else []
@@ -180,5 +211,5 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     if ok:
         best = min(ok, key=lambda r: r["best_val_bpd"])
         lines += ["", f"Best: job {best['job']} ({best['overrides']}), best val/bpd {best['best_val_bpd']:.4f}."]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from data_helpers import SHARED_MNIST
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -25,7 +26,14 @@ def load(name: str, data_dir: Path):
     return cfg.data
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+# mnist_idx reads its image shape from the IDX files in ../shared, which ship only beside the CI
+# clone: without them the case skips (with the reason) instead of failing on a fresh clone.
+NEEDS_SHARED = pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                                  reason=f"{SHARED_MNIST} is not present (MNIST IDX files beside the repo)")
+CONFIG_CASES = [pytest.param(n, marks=NEEDS_SHARED) if n == "mnist_idx" else n for n in DATASETS]
+
+
+@pytest.mark.parametrize("name", CONFIG_CASES)
 def test_config_instantiates(name, tmp_path):
     cfg = load(name, tmp_path)
     assert cfg._target_ == "glowlab.data.FlowDataModule" and cfg.dataset == name

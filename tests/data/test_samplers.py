@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from glowlab.data import FlowDataModule, UnrepeatedDistributedSampler
+from glowlab.data.samplers import ResumableShuffleSampler
 
 
 @pytest.mark.parametrize("n", [10, 11, 2])
@@ -43,7 +44,8 @@ def test_datamodule_loaders_under_two_ranks():
         val, test, train = dm.val_dataloader(), dm.test_dataloader(), dm.train_dataloader()
         assert isinstance(val.sampler, UnrepeatedDistributedSampler)
         assert isinstance(test.sampler, UnrepeatedDistributedSampler)
-        assert type(train.sampler) is DistributedSampler and train.sampler.shuffle
+        assert isinstance(train.sampler, ResumableShuffleSampler) and train.sampler.shuffle
+        assert isinstance(train.sampler, DistributedSampler)  # so Lightning leaves it in place
         assert train.sampler.seed == dm.seed
         val_labels += [y for _, y in val]
         test_images += [img.numpy().tobytes() for x, _ in test for img in x]
@@ -59,4 +61,45 @@ def test_single_process_has_no_distributed_sampler():
     dm = FlowDataModule("digits", root="x", n_bits=5)
     dm.setup(None)
     assert not isinstance(dm.val_dataloader().sampler, DistributedSampler)
-    assert not isinstance(dm.train_dataloader().sampler, DistributedSampler)
+    train = dm.train_dataloader().sampler
+    assert isinstance(train, ResumableShuffleSampler) and train.num_replicas == 1
+    assert sorted(train) == list(range(len(dm.train_dataset)))  # a permutation: nothing padded
+
+
+def test_resumable_sampler_is_a_function_of_seed_and_epoch_and_skips_once():
+    a, b = ResumableShuffleSampler(range(50), seed=3), ResumableShuffleSampler(range(50), seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    order = list(a)
+    assert list(b) == order and sorted(order) == list(range(50))
+    b.set_epoch(3)
+    assert list(b) != order
+    a.skip(20)
+    assert list(a) == order[20:]
+    assert list(a) == order  # the skip applies to one iteration only
+
+
+def test_resumable_loader_state_restarts_after_the_trained_batches():
+    """The loader's state names the batches trained (from ``progress``, not its prefetching
+    iterator); loading it into a fresh loader yields exactly the rest of that epoch."""
+    from glowlab.data.samplers import ResumableDataLoader
+
+    def loader():
+        return ResumableDataLoader(range(40), batch_size=4, sampler=ResumableShuffleSampler(range(40), seed=1))
+
+    first = loader()
+    first.sampler.set_epoch(5)
+    full = [b.tolist() for b in first]
+    first.progress = lambda: (3, 10)
+    state = first.state_dict()
+    assert state["epoch"] == 5 and state["batches_done"] == 3
+    second = loader()
+    second.load_state_dict(state)
+    assert [b.tolist() for b in second] == full[3:]
+    third = loader()  # a complete epoch: the next one starts from its first batch
+    third.load_state_dict({**state, "batches_done": 10})
+    assert third.sampler.epoch == 6 and len([b for b in third]) == 10
+    with pytest.warns(UserWarning, match="batch_size"):
+        other = ResumableDataLoader(range(40), batch_size=8, sampler=ResumableShuffleSampler(range(40), seed=1))
+        other.load_state_dict(state)
+    assert other.sampler.epoch == 5 and len(list(other)) == 5

@@ -52,3 +52,24 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
     env.pop("WANDB_MODE", None)  # offline mode must come from the config alone
     return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny digits Glow trained for 4 steps, once per session: ``RUN/checkpoints/{best,last}.ckpt``.
+    Tests copy what they damage."""
+    from glowlab.training.run import train
+
+    run = tmp_path_factory.mktemp("trained_run")
+    train(compose_config("train", TINY + ["~callbacks.sample_grid"], run))
+    return run
+
+
+def compose_eval(ckpt: Path, output_dir: Path, *overrides: str):
+    """The eval.py config for ``ckpt``, as ``python eval.py ckpt_path=... [data.KEY=...]`` composes it."""
+    from glowlab.training.cli import allow_data_overrides
+
+    extra = allow_data_overrides(list(overrides))
+    return compose_config("eval", [f"ckpt_path={ckpt}", "extras.print_config=false", "trainer.accelerator=cpu",
+                                   "trainer.limit_test_batches=2", "+trainer.enable_progress_bar=false", *extra],
+                          output_dir)
