@@ -19,7 +19,16 @@ from torch import nn
 
 from glowlab.core import ContextError
 
-__all__ = ["ContextHead", "check_context"]
+__all__ = ["ContextHead", "check_context", "check_features"]
+
+
+def check_features(layer: nn.Module, features, minimum: int = 1) -> int:
+    """Return ``features`` after checking that it is an integer ``>= minimum``; raise a ``ValueError``
+    naming ``layer`` otherwise."""
+    if isinstance(features, bool) or not isinstance(features, int) or features < minimum:
+        raise ValueError(f"{type(layer).__name__} needs features >= {minimum} (the vector dimension D), "
+                         f"got {features!r}")
+    return features
 
 
 def check_context(owner: str, context, batch: int | None, features: int) -> torch.Tensor:

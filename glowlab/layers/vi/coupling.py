@@ -26,26 +26,12 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from glowlab.core import Bijection, check_event, logdet_dtype
-from glowlab.layers.vi.context import check_context
+from glowlab.layers.coupling.nets import MLP
+from glowlab.layers.vi.context import check_context, check_features
 
-__all__ = ["VectorAffineCoupling", "zero_mlp"]
-
-
-def zero_mlp(in_features: int, out_features: int, hidden_features: int, hidden_layers: int) -> nn.Sequential:
-    """``hidden_layers`` ReLU layers of ``hidden_features`` units, then a zero-initialised linear
-    output: ``[B, in_features] -> [B, out_features]``, exactly 0 at initialisation."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for _ in range(hidden_layers):
-        layers += [nn.Linear(width, hidden_features), nn.ReLU()]
-        width = hidden_features
-    last = nn.Linear(width, out_features)
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-    return nn.Sequential(*layers, last)
+__all__ = ["VectorAffineCoupling"]
 
 
 class VectorAffineCoupling(Bijection):
@@ -53,7 +39,7 @@ class VectorAffineCoupling(Bijection):
 
     Args:
         features: ``D >= 2``.
-        hidden_features, hidden_layers: the coupling network (:func:`zero_mlp`).
+        hidden_features, hidden_layers: the coupling network (:class:`glowlab.layers.coupling.nets.MLP`, zero-initialised output).
         parity: 0 keeps the first ``D // 2`` coordinates and changes the rest; 1 the reverse.
         context_features: width ``C`` of a ``context [B, C]`` fed to the network, or ``None``.
         scale_clamp: ``c`` of the soft clamp on the log-scale, ``|s| < c``.
@@ -65,8 +51,7 @@ class VectorAffineCoupling(Bijection):
     def __init__(self, features: int, hidden_features: int = 64, hidden_layers: int = 2, parity: int = 0,
                  context_features: int | None = None, scale_clamp: float = 3.0):
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 2:
-            raise ValueError(f"VectorAffineCoupling needs features >= 2 to split, got {features!r}")
+        check_features(self, features, minimum=2)
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}")
         if not scale_clamp > 0:
@@ -75,7 +60,7 @@ class VectorAffineCoupling(Bijection):
         self.features, self.parity, self.scale_clamp = features, parity, float(scale_clamp)
         self.sizes = (half, features - half) if parity == 0 else (features - half, half)
         self.context_features = context_features
-        self.net = zero_mlp(self.sizes[0] + (context_features or 0), 2 * self.sizes[1], hidden_features, hidden_layers)
+        self.net = MLP(self.sizes[0] + (context_features or 0), 2 * self.sizes[1], hidden_features, hidden_layers)
 
     def _split(self, x: torch.Tensor):
         first, second = x.split([self.sizes[0], self.sizes[1]] if self.parity == 0 else

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glowlab.core import Bijection, check_event, logdet_dtype
-from glowlab.layers.vi.context import ContextHead
+from glowlab.layers.vi.context import ContextHead, check_features
 
 __all__ = ["Planar", "planar_u_hat"]
 
@@ -79,8 +79,7 @@ class Planar(Bijection):
 
     def __init__(self, features: int, context_features: int | None = None):
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"Planar needs features >= 1 (the vector dimension D), got {features!r}")
+        check_features(self, features)
         bound = 1.0 / math.sqrt(features)
         self.features = features
         self.u = nn.Parameter(torch.empty(features).uniform_(-bound, bound))

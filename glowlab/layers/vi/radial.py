@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glowlab.core import Bijection, check_event, logdet_dtype
-from glowlab.layers.vi.context import ContextHead
+from glowlab.layers.vi.context import ContextHead, check_features
 
 __all__ = ["Radial"]
 
@@ -64,8 +64,7 @@ class Radial(Bijection):
 
     def __init__(self, features: int, context_features: int | None = None):
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"Radial needs features >= 1 (the vector dimension D), got {features!r}")
+        check_features(self, features)
         bound = 1.0 / math.sqrt(features)
         self.features = features
         self.z0 = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
