@@ -136,3 +136,92 @@ def test_bad_optimizer_impl_names_the_key():
         FlowModule(TINY_GLOW, n_bits=5, optimizer_impl="turbo")
     with pytest.raises(ValueError, match="foreach"):
         FlowModule(TINY_GLOW, n_bits=5, optimizer="adamax", optimizer_impl="fused")
+
+
+# -- objectives ---------------------------------------------------------------------------------
+
+def _changed(module, before):
+    return any(not torch.equal(v, before[k]) for k, v in module.model.state_dict().items())
+
+
+def _fit(module, tmp_path, train, val=None, steps=3):
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    trainer = _trainer(tmp_path, max_steps=steps, limit_val_batches=1, num_sanity_val_steps=0)
+    trainer.fit(module, train, val)
+    assert _changed(module, before), "three training steps changed no parameter"
+    return trainer
+
+
+def test_class_conditional_maximum_likelihood_logs_the_classifier_accuracy(tmp_path):
+    """weight_y > 0: three steps train the flow and its classifier; val/accuracy is logged next to val/bpd."""
+    config = {**TINY_GLOW, "num_classes": 3}
+    module = FlowModule(config, n_bits=5, warmup_steps=1, objective={"_target_": "glowlab.objectives.MaximumLikelihood",
+                                                                     "weight_y": 1.0})
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 32, (24, 1, 4, 4), generator=g, dtype=torch.uint8)
+    data = DataLoader(TensorDataset(x, torch.arange(24) % 3), batch_size=8)
+    classifier = module.model.classifier.weight.detach().clone()
+    trainer = _fit(module, tmp_path, data, data)
+    assert not torch.equal(module.model.classifier.weight, classifier)
+    metrics = trainer.callback_metrics
+    assert 0 <= float(metrics["val/accuracy"]) <= 1 and "val/bpd" in metrics and "train/bits_y" in metrics
+    trainer.test(module, data)
+    assert "test/accuracy" in trainer.callback_metrics
+
+
+def test_reverse_kl_trains_a_variational_flow_without_data(tmp_path):
+    objective = {"_target_": "glowlab.objectives.ReverseKL", "target": {"_target_": "glowlab.vi.energy", "name": "u1"},
+                 "samples": 16, "eval_samples": 64, "steps_per_epoch": 3}
+    module = FlowModule({"_target_": "glowlab.vi.VariationalFlow", "features": 2, "flow": "planar", "length": 2},
+                        n_bits=None, warmup_steps=1, objective=objective)
+    dm = module.objective.datamodule()
+    trainer = _fit(module, tmp_path, dm.train_dataloader(), dm.val_dataloader())
+    metrics = trainer.callback_metrics
+    assert float(metrics["val/kl_estimate"]) > 0 and "train/free_energy" in metrics and "train/beta" in metrics
+    with pytest.raises(ValueError, match="sample_images"):
+        module.sample_images(2)
+
+
+def test_elbo_trains_a_flow_vae(tmp_path):
+    config = {"_target_": "glowlab.models.vae.FlowVAE", "image_shape": [1, 4, 4], "latent_features": 2,
+              "hidden_features": 8, "posterior": "planar", "length": 2, "n_bits": 5}
+    module = FlowModule(config, n_bits=5, warmup_steps=1, objective={"_target_": "glowlab.objectives.ELBO"})
+    trainer = _fit(module, tmp_path, _loader(n=24), _loader(n=8))
+    assert float(trainer.callback_metrics["val/neg_elbo"]) > 0 and "val/bpd_bound" in trainer.callback_metrics
+
+
+def test_cnf_regularisation_and_nfe_are_logged(tmp_path):
+    """A continuous flow's RNODE terms join the loss and its NFE are logged; nats on vector data."""
+    config = {"_target_": "glowlab.models.VectorFFJORD", "event_shape": [2], "hidden_features": [8],
+              "method": "rk4", "step_size": 0.5, "kinetic_weight": 0.1, "jacobian_weight": 0.1}
+    module = FlowModule(config, n_bits=None, warmup_steps=1)
+    data = DataLoader(TensorDataset(torch.randn(24, 2)), batch_size=8)
+    trainer = _fit(module, tmp_path, data, data)
+    metrics = trainer.callback_metrics
+    assert float(metrics["train/reg_loss"]) > 0 and float(metrics["train/nfe_forward"]) > 0
+    assert float(metrics["val/nfe_forward"]) > 0 and "val/nll" in metrics
+
+
+def test_checkpoint_of_a_0_1_class_conditional_glow_loads(tmp_path):
+    """A glowlab 0.1 class-conditional Glow (top prior only) loads into a FlowModule whose config
+    predates condition_couplings: the model is rebuilt without conditional couplings."""
+    from pathlib import Path
+
+    case = torch.load(Path(__file__).parents[1] / "models" / "data" / "glowlab_0_1_state_dicts.pt",
+                      weights_only=False)["glow_class_conditional"]
+    module = FlowModule({"_target_": case["target"], **case["kwargs"]}, n_bits=5)
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in case["state_dict"].items()}}
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    assert module.hparams.model_config["condition_couplings"] is False and not module.model.condition_couplings
+    module.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module.model.log_prob(case["x"], case["y"]), case["log_prob"], rtol=1e-6, atol=1e-5)
+
+
+def test_sample_images_is_reproducible_for_a_density_without_a_generator_argument():
+    module = FlowModule({"_target_": "glowlab.models.MAF", "image_shape": [1, 2, 2], "layers": 1,
+                         "hidden_features": 8}, n_bits=5)
+    a = module.sample_images(3, generator=torch.Generator().manual_seed(1))
+    b = module.sample_images(3, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 1, 2, 2) and torch.equal(a, b)
