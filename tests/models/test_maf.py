@@ -159,3 +159,24 @@ def test_tensor_context_is_embedded_and_checked(core_helpers):
         model.log_prob(x, torch.randn(6, 3))
     with pytest.raises(ValueError, match="not both"):
         MAF(event_shape=(3,), num_classes=2, context_features=4)
+
+
+@pytest.mark.parametrize("experiment", ["digits_maf", "mnist_idx_maf", "cifar_maf"])
+@pytest.mark.parametrize("model", ["maf", "iaf"])
+def test_configs_compose_and_name_the_constructor_arguments(experiment, model):
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class
+
+    from glowlab.training.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", f"model={model}"])
+    kwargs = dict(cfg.model)
+    cls = get_class(kwargs.pop("_target_"))
+    assert cls is MODELS[model]
+    inspect.signature(cls).bind(**kwargs)  # every key is an argument of the constructor
+    if experiment == "digits_maf":
+        density = cls(**kwargs)
+        assert density.num_dims == 64 and density.log_prob(torch.rand(2, 1, 8, 8) - 0.5).shape == (2,)
