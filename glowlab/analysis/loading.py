@@ -135,8 +135,11 @@ def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, dev
         ema: load the moving-average weights when the run kept them (validation used those).
     Raises:
         FileNotFoundError, CheckpointError: no such file, or not a readable glowlab checkpoint.
-        ValueError: the checkpoint has no data config, or its weights do not fit its model config.
+        ValueError: the checkpoint has no data config, or its weights do not fit its model config,
+            or ``data`` changes ``n_bits``, ``image_size``, ``crop`` or ``pad_to`` (what the model
+            was trained on: its bits/dim would not be comparable).
     """
+    from glowlab.training.checkpoint_checks import check_data_overrides
     from glowlab.training.config import load_checkpoint  # reads and checks the file; no Lightning use
 
     ckpt = load_checkpoint(ckpt_path)
@@ -156,6 +159,7 @@ def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, dev
     used_ema = ema and _load_ema(model, state)
     model.to(resolve_device(device)).eval()
     data_config = OmegaConf.merge(OmegaConf.create(hp["data_config"]), data or {})
+    check_data_overrides(hp["data_config"], data_config, ckpt_path)  # n_bits and geometry stay the model's
     return Trained(model, data_config, int(hp["n_bits"]), int(hp.get("eval_seed", 1234)),
                    Path(ckpt_path).resolve(), used_ema)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from glowlab.training.checkpointing import CheckpointError, check_initialized_flags, verify_checksum
+from glowlab.training.checkpoint_checks import CheckpointError, check_initialized_flags, verify_checksum
 
 __all__ = ["CONF_DIR", "PROJECT_ROOT", "CheckpointError", "apply_extras", "load_checkpoint", "register_resolvers"]
 
@@ -49,7 +49,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a glowlab checkpoint on the CPU, with errors that name the file.
 
     Verifies the state dict's checksum (when the file has one,
-    :mod:`glowlab.training.checkpointing`) and that a trained model's ActNorm layers are flagged
+    :mod:`glowlab.training.checkpoint_checks`) and that a trained model's ActNorm layers are flagged
     initialised.
 
     Raises:

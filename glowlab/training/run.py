@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from glowlab.atomic import atomic_write_text
-from glowlab.training.checkpointing import (
+from glowlab.training.checkpoint_checks import (
     check_data_overrides,
     check_resume_model_config,
     explain_load_errors,

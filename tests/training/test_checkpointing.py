@@ -10,14 +10,14 @@ import zipfile
 import pytest
 import torch
 
-from glowlab.training.checkpointing import (
+from glowlab.training.checkpoint_checks import (
     CHECKSUM_KEY,
     VERSION_KEY,
-    AtomicCheckpointIO,
     CheckpointError,
     check_data_overrides,
     state_dict_checksum,
 )
+from glowlab.training.checkpointing import AtomicCheckpointIO
 from glowlab.training.config import load_checkpoint
 from glowlab.training.run import evaluate, train
 from tests.training.conftest import compose_eval
