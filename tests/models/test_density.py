@@ -44,7 +44,7 @@ def test_density_integrates_to_one(name, core_helpers):
     core_helpers.perturb_parameters(model, scale=0.05)
     model.eval()
     with torch.no_grad():
-        samples = model.sample(4096, 1.0, generator=torch.Generator().manual_seed(1)).flatten(1)
+        samples = model.sample(4096, temperature=1.0, generator=torch.Generator().manual_seed(1)).flatten(1)
         assert torch.isfinite(samples).all()
         proposal = torch.distributions.StudentT(torch.tensor(5.0), samples.mean(0), 1.5 * samples.std(0))
         draws = proposal.sample((50_000,))

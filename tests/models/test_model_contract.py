@@ -164,8 +164,8 @@ def test_state_dict_round_trip_is_bit_identical_and_never_reinitialises(name, co
     with torch.no_grad():
         assert torch.equal(model.log_prob(x, labels), fresh.log_prob(x, labels))
         gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
-        assert torch.equal(model.sample(BATCH, 0.7, labels, generator=gen()),
-                           fresh.sample(BATCH, 0.7, labels, generator=gen()))
+        assert torch.equal(model.sample(BATCH, context=labels, temperature=0.7, generator=gen()),
+                           fresh.sample(BATCH, context=labels, temperature=0.7, generator=gen()))
         fresh.train()(2 * x + 0.3, labels)
     actnorms = [m for m in fresh.modules() if isinstance(m, ActNorm)]
     assert actnorms and all(m.is_initialized() for m in actnorms) or name.startswith("nice")
@@ -221,7 +221,7 @@ def test_sample_shapes_finiteness_and_dtype(name, core_helpers):
     labels = labels_for(name, 5)
     model.eval()
     for temperature in (0.7, 1.0):
-        images = model.sample(5, temperature, labels)
+        images = model.sample(5, context=labels, temperature=temperature)
         assert images.shape == (5, *MODELS[name].image_shape)
         assert images.dtype == torch.get_default_dtype()
         assert torch.isfinite(images).all()
@@ -234,14 +234,14 @@ def test_temperature_zero_is_the_deterministic_mean_path(name, core_helpers, tol
     model, _, _ = prepared(name, core_helpers)
     labels = labels_for(name, 4)
     model.eval()
-    first = model.sample(4, 0.0, labels)
+    first = model.sample(4, context=labels, temperature=0.0)
     torch.rand(10), torch.randn(10)  # move the global RNG on
-    second = model.sample(4, 0.0, labels)
+    second = model.sample(4, context=labels, temperature=0.0)
     assert torch.equal(first, second)
-    assert not torch.equal(model.sample(4, 0.5, labels), first)
+    assert not torch.equal(model.sample(4, context=labels, temperature=0.5), first)
     with torch.no_grad():
         top_latent = model(first, labels)[0][-1]
-        top_mean = model.top_prior.sample(4, 0.0, labels, dtype=first.dtype)
+        top_mean = model.top_prior.sample(4, context=labels, temperature=0.0, dtype=first.dtype)
     torch.testing.assert_close(top_latent, top_mean, rtol=0, atol=1e3 * tol.round_trip_atol)
 
 
@@ -252,9 +252,9 @@ def test_temperature_scales_the_std_at_every_level(temperature, core_helpers, to
     model, _, _ = prepared("glow_affine_lu", core_helpers)
     model.eval()
     with torch.no_grad():
-        images = model.sample(4, temperature, generator=torch.Generator().manual_seed(3))
+        images = model.sample(4, temperature=temperature, generator=torch.Generator().manual_seed(3))
         z_split, z_top = model(images)[0]
-        top_mean, top_log_std = model.top_prior._params(4, None, None, images.dtype)
+        top_mean, top_log_std = model.top_prior.mean_and_log_std(4, None, None, images.dtype)
         kept_half = model.levels[1].inverse(z_top)[0]  # what the split prior is conditioned on
         split_mean, split_log_std = model.splits[0]._params(kept_half)
         gen = torch.Generator().manual_seed(3)
@@ -272,13 +272,13 @@ def test_class_conditional_sampling_needs_labels_and_uses_them(core_helpers):
     model, x, _ = prepared("glow_class_conditional", core_helpers)
     model.eval()
     with pytest.raises(ValueError, match="num_classes=3"):
-        model.sample(2, 0.7)
+        model.sample(2, temperature=0.7)
     with pytest.raises(ValueError, match="num_classes=3"):
         model.log_prob(x)
     with pytest.raises(ValueError, match="3 rows but 2 samples"):
         model.sample(2, context=torch.tensor([0, 1, 2]), temperature=0.7)
-    zeros = model.sample(2, 0.0, torch.tensor([0, 0]))
-    twos = model.sample(2, 0.0, torch.tensor([2, 2]))
+    zeros = model.sample(2, context=torch.tensor([0, 0]), temperature=0.0)
+    twos = model.sample(2, context=torch.tensor([2, 2]), temperature=0.0)
     assert not torch.allclose(zeros, twos)
 
 
@@ -289,6 +289,6 @@ def test_samples_are_invertible(name, core_helpers, tol):
     labels = labels_for(name, 4)
     model.eval()
     with torch.no_grad():
-        images = model.sample(4, 0.8, labels)
+        images = model.sample(4, context=labels, temperature=0.8)
         torch.testing.assert_close(model.inverse(model(images, labels)[0], labels), images,
                                    rtol=0, atol=tol.round_trip_atol)

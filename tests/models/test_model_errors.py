@@ -71,3 +71,19 @@ def test_out_of_range_labels_rejected(model_cls):
     model = model_cls(image_shape=(1, 4, 4), num_classes=3, **levels, **SMALL_ARGS[model_cls])
     with pytest.raises(ValueError, match=r"\[0, 3\).*\[0, 3\]"):
         model.log_prob(torch.zeros(2, 1, 4, 4), torch.tensor([0, 3]))
+
+
+def test_bad_context_options_raise_value_errors_naming_them():
+    """Conditioning on a label and a tensor at once, or a non-boolean condition_couplings, fails at
+    construction with the value named."""
+    with pytest.raises(ValueError, match="num_classes=3 and context_features=4"):
+        Glow((1, 4, 4), levels=1, num_classes=3, context_features=4, **SMALL_ARGS[Glow])
+    with pytest.raises(ValueError, match="condition_couplings.*'yes'"):
+        Glow((1, 4, 4), levels=1, num_classes=3, condition_couplings="yes", **SMALL_ARGS[Glow])
+
+
+def test_unconditional_model_has_no_classifier():
+    model = Glow((1, 4, 4), levels=1, **SMALL_ARGS[Glow])
+    assert model.context_kind is None
+    with pytest.raises(ValueError, match="num_classes=0"):
+        model.class_logits(torch.zeros(2, 4, 2, 2))
