@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from glowlab.analysis import sampling, scoring
+from glowlab.analysis.cli import _sample
 from glowlab.analysis.sampling import sample_to_file
-from tests.training.conftest import run_script
+from tests.training.conftest import compose_config, run_script
 
 
 @pytest.fixture
@@ -58,6 +59,16 @@ def test_unwritable_output_is_found_before_any_work(tiny_ckpt, tmp_path, no_load
         sample_to_file(run / "checkpoints" / "best.ckpt", "grid")
 
 
+def test_config_values_reach_the_checks(tiny_ckpt, tmp_path, no_loading):
+    """Through the composed sample.yaml: Hydra passes n=0 and temperature=-1 as given."""
+    for override, msg in (("n=0", "n= must be an integer >= 1"), ("temperature=-1", "temperature= must be"),
+                          ("mode=nope", "mode= must be one of .*'directions', 'manipulate'")):
+        cfg = compose_config("sample", [f"ckpt_path={tiny_ckpt}", override, f"out={tmp_path / 'x.png'}"], tmp_path)
+        with pytest.raises(ValueError, match=msg):
+            _sample.__wrapped__(cfg)
+
+
+@pytest.mark.slow
 def test_cli_reports_the_option(tiny_ckpt, tmp_path):
     proc = run_script("sample.py", f"ckpt_path={tiny_ckpt}", "n=0", f"out={tmp_path / 'x.png'}",
                       f"hydra.run.dir={tmp_path / 'hydra'}")
