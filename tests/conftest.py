@@ -14,6 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+# ``--doctest-modules`` (pyproject.toml) would import every conftest.py as a module named
+# "conftest" to look for docstring examples, and the second one clashes with the first
+collect_ignore_glob = ["*conftest.py"]
 
 # =============================================================================================
 # Core layer (glowlab.flows, glowlab.models, glowlab.likelihood): dtype option and numerics

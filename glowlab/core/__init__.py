@@ -7,12 +7,11 @@
   is a base density pushed through a bijection.
 """
 
-from glowlab.core.bijection import (INVERSE_KINDS, Bijection, Compose, Inverse, check_event, logdet_dtype,
-                                    zero_ladj)
+from glowlab.core.bijection import INVERSE_KINDS, Bijection, Compose, Inverse, check_event, logdet_dtype, zero_ladj
 from glowlab.core.data_init import DataDependentInit, needs_data_init
-from glowlab.core.recompute import Recomputable, recompute_by_inverse
 from glowlab.core.density import Density, FlowDensity, StandardNormal, context_batch
 from glowlab.core.errors import ContextError, InverseNotAvailable, InversionError
+from glowlab.core.recompute import Recomputable, recompute_by_inverse
 
 __all__ = [
     "Bijection", "Compose", "Inverse", "INVERSE_KINDS", "logdet_dtype", "zero_ladj", "check_event",

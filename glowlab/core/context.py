@@ -57,7 +57,8 @@ class ContextEmbedding(nn.Module):
             raise ValueError("ContextEmbedding needs num_classes > 0 (labels) or context_features > 0 (a tensor)")
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ValueError(f"features must be a positive integer, got {features!r}")
-        self.num_classes, self.context_features, self.features, self.owner = num_classes, context_features, features, owner
+        self.num_classes, self.context_features = num_classes, context_features
+        self.features, self.owner = features, owner
         if num_classes:
             self.weight = nn.Parameter(torch.randn(num_classes, features))
         else:

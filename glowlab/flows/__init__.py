@@ -9,9 +9,29 @@ New code imports from where each piece lives now: :mod:`glowlab.core` (the contr
 from glowlab.core import Bijection as Flow
 from glowlab.core import Compose as FlowSequence
 from glowlab.execution import MEMORY_SAVING_MODES, MemorySavingSequence, reversible_forward
-from glowlab.image import LearnedPrior, LogisticPrior, Split, Squeeze, Unsqueeze, gaussian_log_prob, squeeze2d, unsqueeze2d
-from glowlab.layers import (ActNorm, AdditiveCoupling, AffineCoupling, DiagonalScale, InvConv1x1, InvConv1x1LU,
-                            MLPAdditiveCoupling, Reverse, Shuffle, all_reduce_mean, checkerboard_mask)
+from glowlab.image import (
+    LearnedPrior,
+    LogisticPrior,
+    Split,
+    Squeeze,
+    Unsqueeze,
+    gaussian_log_prob,
+    squeeze2d,
+    unsqueeze2d,
+)
+from glowlab.layers import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    DiagonalScale,
+    InvConv1x1,
+    InvConv1x1LU,
+    MLPAdditiveCoupling,
+    Reverse,
+    Shuffle,
+    all_reduce_mean,
+    checkerboard_mask,
+)
 from glowlab.layers.coupling.nets import MLP, CouplingNet, ResNetCouplingNet, ZeroConv2d
 
 __all__ = [

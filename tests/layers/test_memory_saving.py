@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glowlab.flows import ActNorm, AffineCoupling, InvConv1x1LU, Squeeze
 from glowlab.execution.memory_saving import MemorySavingSequence, reversible_forward
+from glowlab.flows import ActNorm, AffineCoupling, InvConv1x1LU, Squeeze
 from glowlab.models import Glow, RealNVP
 
 MODES = ("none", "checkpoint", "reversible")

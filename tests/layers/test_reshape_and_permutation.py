@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glowlab.flows import (ActNorm, DiagonalScale, FlowSequence, Reverse, Shuffle, Squeeze, Unsqueeze,
-                           squeeze2d, unsqueeze2d)
+from glowlab.flows import (
+    ActNorm,
+    DiagonalScale,
+    FlowSequence,
+    Reverse,
+    Shuffle,
+    Squeeze,
+    Unsqueeze,
+    squeeze2d,
+    unsqueeze2d,
+)
 
 pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
 

@@ -61,7 +61,7 @@ class ActNorm(DataDependentInit, Bijection):
         >>> y, ladj = norm(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))  # 2nd channel is constant
         >>> y.detach().round(decimals=3).tolist()
         [[-1.0, 0.0], [1.0, 0.0]]
-        >>> round(float(norm.log_scale[1]), 3)  # capped at -log(min_std)
+        >>> round(norm.log_scale[1].item(), 3)  # capped at -log(min_std)
         4.605
 
     References:

@@ -103,9 +103,10 @@ class _CachedWeight(Bijection):
         """``W^-1`` in float64, cast to ``dtype``; :class:`InversionError` if W is singular."""
         w_inv, info = torch.linalg.inv_ex(w.double())
         if int(info) != 0 or not torch.isfinite(w_inv).all():
+            lad = float(torch.linalg.slogdet(w.detach().double()).logabsdet)
             raise InversionError(
                 f"{type(self).__name__}({self.num_channels}) cannot invert its weight: W is singular "
-                f"(log|det W| = {float(torch.linalg.slogdet(w.detach().double()).logabsdet):.3g}). Its forward pass and "
+                f"(log|det W| = {lad:.3g}). Its forward pass and "
                 f"log-density still work, but sampling and inverse() do not; retrain with InvConv1x1LU "
                 f"(invertible by construction) or load a checkpoint whose weight is invertible"
             )
