@@ -200,11 +200,14 @@ class FlowVAE(nn.Module):
         return IWAEEstimate(total - math.log(k), stderr, 1 / omega_sq)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` images ``[n, C, H, W]`` in ``[0, 1]`` from the prior through the decoder: Bernoulli
-        probabilities, or the logistic's location mapped to ``[0, 1]``."""
+    def sample(self, n: int, context=None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images ``[n, C, H, W]`` from the prior through the decoder (``z ~ N(0, T² I)``), as
+        the decoder's mean (Bernoulli probabilities, or the logistic's location mapped to
+        ``[0, 1]``) minus 0.5: the image models' convention ``[−0.5, 0.5]``, so that
+        :func:`glowlab.likelihood.to_image` and ``sample.py`` display them. ``context`` is ignored."""
         anchor = next(self.parameters())
-        z = torch.randn(n, self.latent_features, device=anchor.device, dtype=anchor.dtype) * temperature
-        out = self.decoder(z)
+        z = torch.randn(n, self.latent_features, device=anchor.device, dtype=anchor.dtype, generator=generator)
+        out = self.decoder(z * temperature)
         img = torch.sigmoid(out) if self.likelihood == "bernoulli" else (torch.tanh(out.chunk(2, 1)[0]) + 1) / 2
-        return img.view(n, *self.image_shape)
+        return img.view(n, *self.image_shape) - 0.5
