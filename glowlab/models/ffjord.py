@@ -263,12 +263,12 @@ class VectorFFJORD(_CNFDensityHooks, FlowDensity):
         blocks: CNFs in sequence (1 is usually enough: one CNF is already a free-form flow).
         hidden_features: widths of each block's :class:`~glowlab.layers.continuous.ODEMLP`.
         context_features: K > 0 conditions the dynamics on a context ``[B, K]``.
-        layer_type: ``"concatsquash"`` (default) or ``"concat"``.
+        layer_type: ``"concat"`` (default) or ``"concatsquash"``.
         activation: smooth nonlinearity, ``"softplus"`` by default (``"tanh"`` for toy data).
     """ + _SOLVER_DOC
 
     def __init__(self, event_shape: Sequence[int] = (2,), blocks: int = 1, hidden_features: Sequence[int] = (64, 64),
-                 context_features: int = 0, layer_type: str = "concatsquash", activation: str = "softplus",
+                 context_features: int = 0, layer_type: str = "concat", activation: str = "softplus",
                  trace: str = "exact", probe: str = "rademacher", eval_trace: str = "auto", exact_max_dim: int = 64,
                  end_time: float = 1.0, train_end_time: bool = True, method: str = "dopri5", rtol: float = 1e-5,
                  atol: float = 1e-5, step_size: float | None = None, adjoint: bool = False,

@@ -18,14 +18,15 @@ TIGHT = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}
 FAST = {"method": "rk4", "step_size": 0.25}
 
 
-def _vector_cnf(core_helpers, dim=3, scale=0.3, **kwargs):
-    flow = CNF(ODEMLP(dim, (16, 16)), event_dim=1, **{"trace": "exact", **kwargs})
+def _vector_cnf(core_helpers, dim=3, scale=0.3, layer_type="concat", **kwargs):
+    flow = CNF(ODEMLP(dim, (16, 16), layer_type=layer_type), event_dim=1, **{"trace": "exact", **kwargs})
     core_helpers.perturb_parameters(flow, scale)
     return flow
 
 
-def test_ladj_is_the_slogdet_of_the_solved_map_vectors(core_helpers):
-    flow = _vector_cnf(core_helpers, scale=1.0, end_time=1.3, **TIGHT)
+@pytest.mark.parametrize(("layer_type", "scale"), [("concat", 0.3), ("concatsquash", 1.0)])
+def test_ladj_is_the_slogdet_of_the_solved_map_vectors(core_helpers, layer_type, scale):
+    flow = _vector_cnf(core_helpers, scale=scale, layer_type=layer_type, end_time=1.3, **TIGHT)
     x = torch.randn(4, 3)
     _, ladj = flow(x)
     logabsdet, cross = core_helpers.jacobian_logdet(lambda v: flow(v)[0], x)
