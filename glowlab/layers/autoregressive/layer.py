@@ -48,7 +48,8 @@ from glowlab.layers.autoregressive.transformers import make_transformer
 
 __all__ = ["PROGRESS_DELAY_S", "InverseAutoregressive", "MaskedAutoregressive"]
 
-#: A sequential inverse shows a progress bar (stderr, tqdm) once it has run this many seconds.
+#: A sequential inverse shows a progress bar (tqdm, on stderr when it is a terminal) once it has run this many
+#: seconds.
 PROGRESS_DELAY_S = 3.0
 
 
@@ -125,7 +126,7 @@ class MaskedAutoregressive(Bijection):
         from tqdm import tqdm
 
         steps = tqdm(total=self.num_passes, desc=f"{type(self).__name__} inverse", unit="pass", leave=False,
-                     delay=PROGRESS_DELAY_S)
+                     delay=PROGRESS_DELAY_S, disable=None)  # None: no bar when stderr is not a terminal
         with steps:
             if self.event_dim == 3:
                 return self._inverse_rows(y, context, steps)
