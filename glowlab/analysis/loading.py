@@ -134,32 +134,34 @@ def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, dev
         device: ``"cpu"``, ``"cuda"``, ``"auto"``.
         ema: load the moving-average weights when the run kept them (validation used those).
     Raises:
-        FileNotFoundError, CheckpointError: no such file, or not a readable glowlab checkpoint.
-        ValueError: the checkpoint has no data config, or its weights do not fit its model config,
-            or ``data`` changes ``n_bits``, ``image_size``, ``crop`` or ``pad_to`` (what the model
-            was trained on: its bits/dim would not be comparable).
+        FileNotFoundError: no such file.
+        CheckpointError: not a readable glowlab checkpoint, damaged (checksum), without a data
+            config, or with weights that do not fit its model config
+            (:mod:`glowlab.training.checkpoint_checks`).
+        ValueError: ``data`` changes ``n_bits``, ``image_size``, ``crop`` or ``pad_to`` (what the
+            model was trained on: its bits/dim would not be comparable).
     """
-    from glowlab.training.checkpoint_checks import check_data_overrides
-    from glowlab.training.config import load_checkpoint  # reads and checks the file; no Lightning use
+    # the reading-side checks need neither Lightning nor the training module
+    from glowlab.training.checkpoint_checks import check_data_overrides, explain_load_errors, stored_data_config
+    from glowlab.training.config import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
-    if not hp.get("data_config"):
-        raise ValueError(f"{ckpt_path} holds no data_config; it was not written by glowlab's train.py")
+    stored_data = stored_data_config(ckpt, ckpt_path)
     config = dict(hp["model_config"])
     config.pop("compile", None)
-    model = get_class(config.pop("_target_"))(**config)
     state = ckpt["state_dict"]
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    try:
+    if config.get("num_classes") and "top_prior.class_embedding.weight" in weights \
+            and "context_embedding.weight" not in weights and "condition_couplings" not in config:
+        config["condition_couplings"] = False  # glowlab 0.1: only the top prior was class-conditional
+    model = get_class(config.pop("_target_"))(**config)
+    with explain_load_errors(ckpt_path, ckpt):
         model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"the weights in {ckpt_path} do not fit the model its config describes "
-                         f"({hp['model_config'].get('_target_')}): {err}") from err
     used_ema = ema and _load_ema(model, state)
     model.to(resolve_device(device)).eval()
-    data_config = OmegaConf.merge(OmegaConf.create(hp["data_config"]), data or {})
-    check_data_overrides(hp["data_config"], data_config, ckpt_path)  # n_bits and geometry stay the model's
+    data_config = OmegaConf.merge(OmegaConf.create(stored_data), data or {})
+    check_data_overrides(stored_data, data_config, ckpt_path)  # n_bits and geometry stay the model's
     return Trained(model, data_config, int(hp["n_bits"]), int(hp.get("eval_seed", 1234)),
                    Path(ckpt_path).resolve(), used_ema)
 

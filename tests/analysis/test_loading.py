@@ -10,6 +10,7 @@ import torch
 
 from glowlab.analysis.grids import save_grid, upscale_nearest
 from glowlab.analysis.loading import check_writable, load_model
+from glowlab.training.checkpoint_checks import CheckpointError
 from glowlab.training.config import PROJECT_ROOT
 from glowlab.training.module import FlowModule
 from tests.analysis.conftest import read_png
@@ -26,6 +27,7 @@ def _with_ema(tiny_ckpt: Path, out: Path) -> Path:
         ckpt["state_dict"][f"ema.shadow_{i}"] = live + 0.01 * torch.randn(live.shape, generator=g)
     ckpt["state_dict"]["ema.num_updates"] = torch.tensor(5)
     ckpt["hyper_parameters"]["ema_decay"] = 0.9
+    ckpt.pop("glowlab_state_dict_sha256", None)  # edited on purpose
     torch.save(ckpt, out)
     return out
 
@@ -58,12 +60,26 @@ def test_bad_checkpoints_are_named(tiny_ckpt, tmp_path):
     ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)
     ckpt["hyper_parameters"]["model_config"]["depth"] = 3
     torch.save(ckpt, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match=r"other\.ckpt do not fit the model"):
+    with pytest.raises(CheckpointError, match=r"other\.ckpt .*does not fit the model"):
         load_model(tmp_path / "other.ckpt")
     ckpt["hyper_parameters"].pop("data_config")
     torch.save(ckpt, tmp_path / "nodata.ckpt")
-    with pytest.raises(ValueError, match="nodata.ckpt holds no data_config"):
+    with pytest.raises(CheckpointError, match="nodata.ckpt .*holds no data_config"):
         load_model(tmp_path / "nodata.ckpt")
+
+
+def test_glowlab_0_1_class_conditional_checkpoint(tiny_ckpt, tmp_path):
+    """A 0.1 class-conditional Glow (labels reach the top prior only) loads, as FlowModule loads it."""
+    case = torch.load(PROJECT_ROOT / "tests" / "models" / "data" / "glowlab_0_1_state_dicts.pt",
+                      weights_only=False)["glow_class_conditional"]
+    data_config = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["data_config"]
+    torch.save({"state_dict": {f"model.{k}": v for k, v in case["state_dict"].items()}, "global_step": 10,
+                "hyper_parameters": {"model_config": {"_target_": case["target"], **case["kwargs"]}, "n_bits": 5,
+                                     "data_config": data_config}}, tmp_path / "old.ckpt")
+    model = load_model(tmp_path / "old.ckpt").model
+    assert not model.condition_couplings
+    with torch.no_grad():
+        torch.testing.assert_close(model.log_prob(case["x"], case["y"]), case["log_prob"], rtol=1e-6, atol=1e-5)
 
 
 def test_analysis_does_not_import_the_training_glue():

@@ -102,6 +102,7 @@ def test_nan_samples_are_counted_not_hidden(tiny_ckpt, tmp_path):
     ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)
     key = next(k for k in ckpt["state_dict"] if k.endswith("top_prior.top"))
     ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], float("nan"))
+    ckpt.pop("glowlab_state_dict_sha256", None)  # edited on purpose
     broken = tmp_path / "nan.ckpt"
     torch.save(ckpt, broken)
     info = sample_to_file(broken, "grid", n=9, temperature=1.0, out=tmp_path / "nan.png")
