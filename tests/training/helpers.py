@@ -38,3 +38,53 @@ class SaveStateAtTrainStart(pl.Callback):
         torch.save({"global_step": trainer.global_step,
                     "state_dict": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
                     "optimizer": opt.state_dict(), "lr": opt.param_groups[0]["lr"]}, self.path)
+
+
+class RecordBatches(pl.Callback):
+    """Append ``[global_step, hash of the batch's images]`` for every training batch to ``path``
+    (JSON lines), so a test can compare the data order of two runs."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import hashlib
+        import json
+
+        digest = hashlib.sha1(batch[0].cpu().numpy().tobytes()).hexdigest()[:16]
+        with self.path.open("a") as f:
+            f.write(json.dumps([trainer.global_step, digest]) + "\n")
+
+
+class SignalAtStep(pl.Callback):
+    """Send ``signum`` to this process when the batch of ``global_step == step`` starts."""
+
+    def __init__(self, step: int, signum: int = 15):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import os
+
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class CrashAtStep(pl.Callback):
+    """Raise RuntimeError("crash") when the batch of ``global_step == step`` starts (a dying run)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("crash")
+
+
+class RecordTestCheckpoint(pl.Callback):
+    """Write the checkpoint path ``trainer.test`` loaded (or "" for the weights in memory) to ``path``."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_test_start(self, trainer, pl_module):
+        self.path.write_text(str(trainer.ckpt_path or ""))
