@@ -31,8 +31,13 @@ class MaximumLikelihood(Objective):
     Continuous data (``n_bits`` None, batches ``x`` or ``(x, ...)``): the loss is the mean
     ``-log p(x)`` in nats, metric ``nll`` (nats per sample).
 
+    Models whose ``log_prob`` is a random estimate (``log_prob_with_stderr``: FFJORD with a
+    Hutchinson trace) are evaluated with the mean of ``eval_probes`` estimates per image, and the
+    standard error is logged as ``bpd_stderr`` (0 where the exact trace was used).
+
     Args:
         weight_y: weight of the classification loss (bits) for class-conditional models.
+        eval_probes: estimates averaged per image in evaluation, for such models.
 
     References:
         Kingma & Dhariwal, "Glow", NeurIPS 2018, section 5 and openai/glow's ``model.py``.
@@ -40,8 +45,11 @@ class MaximumLikelihood(Objective):
 
     monitor = "val/bpd"
 
-    def __init__(self, weight_y: float = 0.0):
+    def __init__(self, weight_y: float = 0.0, eval_probes: int = 8):
         super().__init__()
+        if isinstance(eval_probes, bool) or not isinstance(eval_probes, int) or eval_probes < 1:
+            raise ValueError(f"objective.eval_probes must be a positive integer, got {eval_probes!r}")
+        self.eval_probes = eval_probes
         if not weight_y >= 0:
             raise ValueError(f"objective.weight_y must be >= 0, got {weight_y!r}")
         self.weight_y = float(weight_y)
@@ -77,6 +85,11 @@ class MaximumLikelihood(Objective):
         context = batch_context(model, batch)
         x = dequantize(x_int, self.n_bits, seed=eval_seed)
         num_dims = x[0].numel()
+        estimate = getattr(model, "log_prob_with_stderr", None)
+        if eval_seed is not None and estimate is not None:  # a stochastic log_prob (CNF): averaged, with its stderr
+            log_p, stderr = estimate(x, context, num_probes=self.eval_probes)
+            scale = num_dims * math.log(2.0)
+            return {"bpd": bits_per_dim(log_p, num_dims, self.n_bits), "bpd_stderr": stderr / scale}, None
         encode = encode or getattr(model, "encode", None)
         if encode is None:
             return {"bpd": bits_per_dim(model.log_prob(x, context), num_dims, self.n_bits)}, None

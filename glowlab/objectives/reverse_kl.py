@@ -91,11 +91,11 @@ class ReverseKL(Objective):
         beta = beta_schedule(step, self.beta0, self.anneal_steps) if training else 1.0
         loss = (log_q + beta * energy).mean()
         free_energy = (log_q + energy).detach()  # per draw; its mean is -ELBO
-        metrics = {"free_energy": free_energy, "elbo_estimate": -free_energy,
-                   "beta": torch.tensor(beta, device=loss.device)}
-        log_z = None if training else self.log_z()
-        if log_z is not None:
-            metrics["kl_estimate"] = log_z + free_energy
+        metrics = {"free_energy": free_energy, "elbo_estimate": -free_energy}
+        if training:
+            metrics["beta"] = torch.tensor(beta, device=loss.device)
+        elif self.log_z() is not None:
+            metrics["kl_estimate"] = self.log_z() + free_energy
         return loss, metrics
 
     def datamodule(self):

@@ -225,3 +225,14 @@ def test_sample_images_is_reproducible_for_a_density_without_a_generator_argumen
     a = module.sample_images(3, generator=torch.Generator().manual_seed(1))
     b = module.sample_images(3, generator=torch.Generator().manual_seed(1))
     assert a.shape == (3, 1, 2, 2) and torch.equal(a, b)
+
+
+def test_stochastic_log_prob_is_averaged_in_evaluation_with_its_standard_error(tmp_path):
+    """An FFJORD evaluated with the Hutchinson trace logs val/bpd (mean of eval_probes estimates
+    per image) and a positive val/bpd_stderr."""
+    config = {"_target_": "glowlab.models.FFJORD", "image_shape": [1, 4, 4], "levels": 1, "hidden_channels": [4],
+              "method": "rk4", "step_size": 0.5, "eval_trace": "hutchinson"}
+    module = FlowModule(config, n_bits=5, warmup_steps=1,
+                        objective={"_target_": "glowlab.objectives.MaximumLikelihood", "eval_probes": 3})
+    trainer = _fit(module, tmp_path, _loader(n=16), _loader(n=8), steps=2)
+    assert float(trainer.callback_metrics["val/bpd_stderr"]) > 0 and "val/bpd" in trainer.callback_metrics
