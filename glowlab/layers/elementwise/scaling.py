@@ -15,6 +15,19 @@ class DiagonalScale(Bijection):
 
     Logdet ``[B]`` nats: ``sum(log_scale)``. NICE (Dinh et al., 2015) ends with this layer so
     that the volume-preserving couplings can still change the density's scale per dimension.
+    ``shape`` is one event: ``(D,)`` for vectors, ``(C, H, W)`` for images (``event_dim = len(shape)``).
+
+    Example:
+        >>> import torch
+        >>> scale = DiagonalScale((3,))
+        >>> with torch.no_grad():
+        ...     _ = scale.log_scale.fill_(0.5)
+        >>> y, ladj = scale(torch.ones(2, 3))
+        >>> ladj.tolist()
+        [1.5, 1.5]
+
+    References:
+        Dinh, Krueger & Bengio, "NICE: Non-linear Independent Components Estimation", ICLR 2015.
     """
 
     def __init__(self, shape: tuple[int, ...]):

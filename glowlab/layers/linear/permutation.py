@@ -1,4 +1,19 @@
-"""Fixed channel permutations: reverse (RealNVP) and random shuffle (Glow's baseline)."""
+"""Fixed channel permutations: reverse (RealNVP) and random shuffle (Glow's baseline).
+
+Both permute dimension 1 of ``[B, C, ...]``: the channels of images ``[B, C, H, W]`` or the
+coordinates of vectors ``[B, D]`` (``event_dim = None``: any such layout). Volume preserving: ladj
+``[B]`` is zero in both directions.
+
+Example:
+    >>> import torch
+    >>> y, ladj = Reverse()(torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> y.tolist(), ladj.tolist()
+    ([[3.0, 2.0, 1.0]], [0.0])
+    >>> shuffle = Shuffle(4, generator=torch.Generator().manual_seed(0))
+    >>> x = torch.randn(2, 4, 3, 3)
+    >>> bool(torch.equal(shuffle.inverse(shuffle(x)[0])[0], x))
+    True
+"""
 
 from __future__ import annotations
 
