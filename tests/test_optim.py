@@ -81,3 +81,23 @@ def test_loading_a_state_keeps_the_kernel_chosen_at_construction(saved, loaded):
     for p in params:
         p.grad = torch.ones_like(p)
     dst.step()  # the loaded state works with the kept kernel
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "forloop"])
+def test_steps_bump_the_parameters_versions(impl):
+    """Every optimiser from make_optimizer bumps its parameters' version counters at each step (the
+    fused kernel alone does not), so caches keyed on them (the 1x1 convs' eval weights) see the
+    update; the hook is this optimiser's own, not a process-wide one."""
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(2)]
+    opt = make_optimizer("adam", params, lr=1e-2, implementation=impl)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    before = [p._version for p in params]
+    opt.step()
+    assert all(p._version > b for p, b in zip(params, before))
+    other = torch.nn.Parameter(torch.randn(3))
+    plain = torch.optim.Adam([other], lr=1e-2, fused=True)
+    other.grad = torch.ones_like(other)
+    v = other._version
+    plain.step()
+    assert other._version == v  # untouched: no global hook
