@@ -48,6 +48,7 @@ from glowlab.core import (
     zero_ladj,
 )
 from glowlab.core.context import ContextEmbedding
+from glowlab.core.density import context_batch
 from glowlab.layers.autoregressive import InverseAutoregressive, MaskedAutoregressive
 
 __all__ = ["IAF", "MAF", "NETWORKS", "ORDER_SCHEMES", "Flatten"]
@@ -163,8 +164,8 @@ class MAF(FlowDensity):
 
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(f"{type(self).__name__} was built for samples of shape {self.event_shape}, got a tensor of "
-                             f"shape {tuple(x.shape)}; build it with the data's shape")
+            raise ValueError(f"{type(self).__name__} was built for samples of shape {self.event_shape}, got a "
+                             f"tensor of shape {tuple(x.shape)}; build it with the data's shape")
 
     def encode(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z, ladj, log_base)``: the latent, the ladj and ``log N(z; 0, I)``, both ``[B]`` nats
@@ -178,12 +179,24 @@ class MAF(FlowDensity):
         _, ladj, log_base = self.encode(x, context)
         return log_base + ladj
 
-    def rsample_and_log_prob(self, n: int, context=None, temperature: float = 1.0):
+    def rsample_and_log_prob(self, n: int, context=None, temperature: float = 1.0,
+                             generator: torch.Generator | None = None):
         """``n`` differentiable draws ``[n, *event_shape]`` and their ``log_prob`` ``[n]`` (of the
-        model itself, whatever the temperature that scaled the base's standard deviation)."""
-        z, _ = self.base.rsample_and_log_prob(n, context, temperature)
+        model itself, whatever the temperature that scaled the base's standard deviation).
+        ``generator`` makes the draws reproducible."""
+        context_batch(n, context)
+        anchor = self.base._anchor
+        z = torch.randn((n, *self.base.event_shape), generator=generator, device=anchor.device,
+                        dtype=anchor.dtype) * temperature
         x, ladj_inv = self.transform.inverse(z, self._context(context, n))
         return x, self.base.log_prob(z) - ladj_inv
+
+    @torch.no_grad()
+    def sample(self, n: int, context=None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` draws ``[n, *event_shape]`` without a graph (sequential for MAF, see the module
+        docstring); ``generator`` makes them reproducible."""
+        return self.rsample_and_log_prob(n, context, temperature, generator)[0]
 
 
 class IAF(MAF):

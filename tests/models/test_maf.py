@@ -180,3 +180,10 @@ def test_configs_compose_and_name_the_constructor_arguments(experiment, model):
     if experiment == "digits_maf":
         density = cls(**kwargs)
         assert density.num_dims == 64 and density.log_prob(torch.rand(2, 1, 8, 8) - 0.5).shape == (2,)
+
+
+def test_a_seeded_generator_makes_samples_reproducible():
+    model = IAF(event_shape=(3,), layers=2, hidden_features=4)
+    a = model.sample(5, generator=torch.Generator().manual_seed(3))
+    b = model.sample(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, model.sample(5, generator=torch.Generator().manual_seed(4)))
