@@ -155,6 +155,10 @@ class CNF(Bijection):
 
     def _solve(self, x: torch.Tensor, context, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         check_event(self, x, self.event_dim)
+        if torch.is_inference_mode_enabled():  # the divergence needs autograd: leave inference mode
+            with torch.inference_mode(False), torch.no_grad():
+                context = context.clone() if isinstance(context, torch.Tensor) else context
+                return self._solve(x.clone(), context, reverse)
         if x.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"CNF solves in float32 or float64, got {x.dtype}; cast the input (the solve runs "
                              f"without autocast)")

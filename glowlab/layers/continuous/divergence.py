@@ -43,7 +43,8 @@ PROBES = ("rademacher", "gaussian")
 TRACE_KINDS = ("exact", "hutchinson")
 
 
-def sample_probe(like: torch.Tensor, kind: str = "rademacher", generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_probe(like: torch.Tensor, kind: str = "rademacher",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """A probe of ``like``'s shape: ±1 with equal odds (``"rademacher"``) or ``N(0, 1)`` (``"gaussian"``)."""
     if kind == "rademacher":
         bits = torch.randint(0, 2, like.shape, generator=generator, device=like.device)

@@ -209,3 +209,14 @@ def test_the_solve_ignores_autocast(core_helpers):
     assert y_auto.dtype == ladj_auto.dtype == torch.float32
     torch.testing.assert_close(y_auto, y, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ladj_auto, ladj, rtol=1e-6, atol=1e-6)
+
+
+def test_inference_mode_works_like_no_grad(core_helpers):
+    flow = _vector_cnf(core_helpers, **FAST).eval()  # exact trace: the divergence needs autograd
+    x = torch.randn(3, 3)
+    with torch.no_grad():
+        expected = flow(x)
+    with torch.inference_mode():
+        got = flow(x)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
