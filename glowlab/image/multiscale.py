@@ -90,8 +90,7 @@ class MultiscaleFlow(Density):
         self.levels = nn.ModuleList(flows)
         self.splits = nn.ModuleList([s if s is not None else nn.Identity() for s in splits])
         self.top_prior = top_prior
-        self.num_classes = int(getattr(top_prior, "num_classes", 0))
-        self.context_features = int(getattr(top_prior, "context_features", 0))
+        self.num_classes, self.context_features = int(top_prior.num_classes), int(top_prior.context_features)
         self.context_embedding = context_embedding
         if self.num_classes:
             self.classifier = nn.Linear(top_prior.shape[0], self.num_classes)

@@ -95,6 +95,10 @@ def legacy_context(owner: str, context, **legacy):
 class LatentPrior(nn.Module):
     """Base of the priors of a multiscale model's latents (see the module docstring)."""
 
+    #: > 0: conditioned on labels in ``[0, num_classes)``; ``context_features`` > 0: on a ``[B, F]`` tensor
+    num_classes: int = 0
+    context_features: int = 0
+
     def __init__(self):
         super().__init__()
         # tracks the model's device and dtype for parameter-free priors (not saved)
