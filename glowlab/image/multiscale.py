@@ -189,7 +189,7 @@ class MultiscaleFlow(Density):
         log_prior = torch.zeros_like(logdet)
         zs = []
         h = x
-        for flow, split in zip(self.levels, self.splits):
+        for flow, split in zip(self.levels, self.splits, strict=True):
             h, ld = flow(h, fc)
             logdet = logdet + ld
             if isinstance(split, Split):

@@ -113,7 +113,8 @@ class FlowModule(pl.LightningModule):
         """Checkpoints of glowlab 0.1: a class-conditional model conditioned only its top prior;
         rebuild it that way (``condition_couplings=False``) before the weights are loaded."""
         state = checkpoint.get("state_dict", {})
-        if getattr(self.model, "context_embedding", None) is not None and "model.context_embedding.weight" not in state \
+        conditional_couplings = getattr(self.model, "context_embedding", None) is not None
+        if conditional_couplings and "model.context_embedding.weight" not in state \
                 and "model.top_prior.class_embedding.weight" in state:
             log.warning("checkpoint from glowlab 0.1: class-conditional model rebuilt with condition_couplings=False")
             self.hparams.model_config = {**self.hparams.model_config, "condition_couplings": False}

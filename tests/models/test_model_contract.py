@@ -42,7 +42,8 @@ MODELS = {
         lambda: RealNVP(image_shape=(3, 2, 2), levels=1, hidden_channels=4, num_blocks=1, learn_top=True), (3, 2, 2)),
     "realnvp_class_conditional": ModelCase(
         lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1, num_classes=2), (1, 4, 4), 2),
-    "nice": ModelCase(lambda: NICE(image_shape=(1, 4, 4), num_couplings=4, hidden_features=8, hidden_layers=2), (1, 4, 4)),
+    "nice": ModelCase(
+        lambda: NICE(image_shape=(1, 4, 4), num_couplings=4, hidden_features=8, hidden_layers=2), (1, 4, 4)),
     "nice_gaussian_class_conditional": ModelCase(
         lambda: NICE(image_shape=(2, 2, 2), num_couplings=3, hidden_features=8, hidden_layers=1, prior="gaussian",
                      num_classes=2), (2, 2, 2), 2),

@@ -58,7 +58,10 @@ def test_pre_0_2_call_forms_still_work_with_a_deprecation_warning(core_helpers):
     """sample(n, T), sample(n, T, labels) and the cond= keyword give what the new keywords give."""
     model, x, labels = prepared("glow_class_conditional", core_helpers)
     model.eval()
-    gen = lambda: torch.Generator().manual_seed(4)
+
+    def gen():
+        return torch.Generator().manual_seed(4)
+
     new = model.sample(3, context=labels, temperature=0.7, generator=gen())
     with pytest.warns(DeprecationWarning, match="deprecated"):
         old = model.sample(3, 0.7, labels, generator=gen())
