@@ -177,3 +177,43 @@ def test_declared_event_dim_refuses_the_other_layout(event_dim, shape):
     assert norm.event_dim == event_dim
     with pytest.raises(ValueError, match=re.escape(str(shape))):
         norm(torch.randn(shape))
+
+
+def _init_on_rank(rank, port, poison_rank, results):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)
+        x = torch.randn(4, 3, 2, 2) + rank
+        if rank == poison_rank:
+            x[0, 0, 0, 0] = float("nan")
+        norm = ActNorm(3)
+        try:
+            norm(x)
+            results[rank] = norm.loc.detach().tolist()
+        except ValueError as err:
+            results[rank] = str(err)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poison_rank", [None, 1])
+def test_ddp_ranks_initialise_alike_and_refuse_non_finite_data_together(poison_rank):
+    """Under DDP (2 gloo processes) both ranks get the same statistics; when one rank's batch holds a
+    NaN, both raise (neither is left waiting in an all-reduce), the clean one naming the other."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_init_on_rank, args=(port, poison_rank, results), nprocs=2, join=True)
+    if poison_rank is None:
+        assert results[0] == results[1]
+    else:
+        assert "1 non-finite value(s)" in results[1]
+        assert "another process" in results[0]

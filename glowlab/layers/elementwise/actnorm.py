@@ -118,17 +118,22 @@ class ActNorm(DataDependentInit, Bijection):
         Raises:
             ValueError: ``x`` holds NaN or inf (the message gives their count).
         """
-        bad = int((~torch.isfinite(x)).sum())
-        if bad:
-            raise ValueError(
-                f"ActNorm({self.num_channels}) cannot initialise on a batch with {bad} non-finite value(s) "
-                f"(NaN/inf) out of {x.numel()}: check the data pipeline (dequantisation, normalisation) or the "
-                f"layers before it, and start training from a batch of finite values"
-            )
         dims = [0] + list(range(2, x.dim()))
         xd = x.detach().double()
-        moments = torch.stack([xd.mean(dims), (xd * xd).mean(dims)])
-        moments = all_reduce_mean(moments)
+        bad_here = (~torch.isfinite(xd)).sum()
+        # one all-reduce carries the moments and the non-finite count: under DDP every rank sees
+        # the same count and refuses together (a rank raising alone would leave the others waiting)
+        stats = all_reduce_mean(torch.cat([xd.mean(dims), (xd * xd).mean(dims), bad_here.double().view(1)]))
+        if float(stats[-1]) > 0:
+            where = f"{int(bad_here)} non-finite value(s) (NaN/inf) out of {x.numel()}"
+            if not int(bad_here):
+                where += " here, and some on another process"
+            raise ValueError(
+                f"ActNorm({self.num_channels}) cannot initialise on a batch with {where}: check the data pipeline "
+                f"(dequantisation, normalisation) or the layers before it, and start training from a batch of "
+                f"finite values"
+            )
+        moments = stats[:-1].view(2, -1)
         mean, sq = moments[0], moments[1]
         std = (sq - mean * mean).clamp_min(0).sqrt()
         self.loc.copy_(-mean)
