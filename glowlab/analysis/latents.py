@@ -68,20 +68,17 @@ def decode_levels(model: nn.Module, zs: list[Tensor], context=None) -> Tensor:
 
 
 @torch.no_grad()
-def draw(model: nn.Module, n: int, context=None, temperature: float = 1.0, seed: int | None = None) -> Tensor:
-    """``model.sample(n, context=..., temperature=...)`` with reproducible noise: the same ``seed``
-    gives the same draws (the global RNG is left as it was). A model whose ``sample`` takes a
-    ``generator`` gets one seeded with ``seed``; otherwise the draw runs under a forked, seeded RNG.
-    Models whose ``sample`` still names the condition ``cond`` are called with that name."""
-    params = inspect.signature(model.sample).parameters
-    kwargs = {"context" if "context" in params or "cond" not in params else "cond": context,
-              "temperature": float(temperature)}
-    if seed is None:
-        return model.sample(n, **kwargs)
-    device = next(model.parameters()).device
-    if "generator" in params:
-        return model.sample(n, generator=torch.Generator(device=device).manual_seed(int(seed)), **kwargs)
-    devices = [device] if device.type == "cuda" else []
+def draw(model: nn.Module, n: int, context=None, temperature: float = 1.0,
+         generator: torch.Generator | None = None) -> Tensor:
+    """``model.sample(n, context=context, temperature=temperature)`` whose noise comes from
+    ``generator`` when one is given, for any glowlab density: one whose ``sample`` takes a
+    ``generator`` gets it; otherwise the draw runs under a forked copy of the global RNG seeded with
+    ``generator.initial_seed()``, so the global RNG is left as it was. The same seeded generator
+    gives the same draws."""
+    kwargs = {"context": context, "temperature": float(temperature)}
+    if generator is None or "generator" in inspect.signature(model.sample).parameters:
+        return model.sample(n, generator=generator, **kwargs) if generator is not None else model.sample(n, **kwargs)
+    devices = [generator.device] if generator.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(generator.initial_seed())
         return model.sample(n, **kwargs)

@@ -45,6 +45,10 @@ def _num_classes(model) -> int:
     return int(getattr(model, "num_classes", 0) or 0)
 
 
+def _generator(model, seed: int) -> torch.Generator:
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
+
+
 def _positive_int(name: str, value, minimum: int = 1, what: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}= must be an integer >= {minimum}{what}, got {name}={value!r}")
@@ -85,7 +89,7 @@ def sample_grid(model, n_bits: int, n: int = 64, temperature: float = 0.7, nrow:
         n = len(context)
     else:
         nrow = nrow or math.ceil(math.sqrt(n))
-    x = draw(model, n, context=context, temperature=temperature, seed=seed)
+    x = draw(model, n, context, temperature, _generator(model, seed))
     return to_image(x, n_bits).cpu(), nrow
 
 
@@ -97,7 +101,7 @@ def temperature_grid(model, n_bits: int, temperatures=TEMPERATURES, per_row: int
     classes = _num_classes(model)
     device = next(model.parameters()).device
     context = torch.arange(per_row, device=device) % classes if classes else None
-    rows = [to_image(draw(model, per_row, context=context, temperature=float(t), seed=seed), n_bits).cpu()
+    rows = [to_image(draw(model, per_row, context, float(t), _generator(model, seed)), n_bits).cpu()
             for t in temperatures]
     return torch.cat(rows), per_row
 
