@@ -13,7 +13,6 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
-from torchvision.utils import save_image
 
 __all__ = ["ImagesPerSecond", "LatestCheckpoint", "LearningRateLogger", "SampleGrid", "save_sample_grid"]
 
@@ -152,34 +151,32 @@ class LearningRateLogger(LearningRateMonitor):
             super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
-def save_sample_grid(images: torch.Tensor, path: str | Path, nrow: int) -> int:
-    """Write ``images`` ``[N, C, H, W]`` in [0, 1] as a PNG grid with ``nrow`` images per row.
+def save_sample_grid(images: torch.Tensor, path: str | Path, nrow: int, min_width: int = 256) -> int:
+    """Write ``images`` ``[N, C, H, W]`` in [0, 1] as a PNG grid with ``nrow`` images per row
+    (:func:`glowlab.analysis.grids.save_grid`): enlarged by nearest neighbour to at least
+    ``min_width`` pixels, the raw grid kept as ``<stem>_raw.png``. Non-finite pixels are counted,
+    reported and written as 0. Returns the number of images that had any non-finite pixel."""
+    from glowlab.analysis.grids import save_grid
 
-    Non-finite pixels are counted, reported and written as 0. Returns the number of images that
-    had any non-finite pixel.
-    """
-    bad = (~torch.isfinite(images)).flatten(1).any(1)
-    n_bad = int(bad.sum())
-    if n_bad:
-        log.warning("%d of %d samples contain NaN or inf; written as black tiles in %s", n_bad, len(images), path)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0).clamp(0, 1), path, nrow=nrow, padding=1)
-    return n_bad
+    return save_grid(images, path, nrow=nrow, min_width=min_width)["non_finite"]
 
 
 class SampleGrid(pl.Callback):
     """Every ``every_n_epochs`` epochs and at the end of training, sample one row of
     ``num_per_temperature`` images per temperature, save ``dirpath/epoch_XXXX.png`` (and
-    ``final.png``) and send it to the wandb / TensorBoard loggers. Runs on global rank 0 only."""
+    ``final.png``) and send it to the wandb / TensorBoard loggers. Runs on global rank 0 only.
+
+    Grids narrower than ``min_width`` pixels (8x8 digits: 73 px) are enlarged by an integer
+    factor, nearest neighbour, and the raw grid is kept beside as ``<name>_raw.png``."""
 
     def __init__(self, dirpath: str, temperatures=(0.5, 0.7, 1.0), num_per_temperature: int = 8,
-                 every_n_epochs: int = 1, seed: int = 0):
+                 every_n_epochs: int = 1, seed: int = 0, min_width: int = 256):
         self.dirpath = Path(dirpath)
         self.temperatures = [float(t) for t in temperatures]
         self.n = int(num_per_temperature)
         self.every_n_epochs = max(1, int(every_n_epochs))
         self.seed = seed
+        self.min_width = int(min_width)
         self.last_path: Path | None = None
 
     def _grid(self, trainer: pl.Trainer, module, name: str) -> None:
@@ -191,7 +188,7 @@ class SampleGrid(pl.Callback):
             cond = torch.arange(self.n, device=module.device) % module.model.num_classes
         rows = [module.sample_images(self.n, t, cond, generator=g) for t in self.temperatures]
         path = self.dirpath / f"{name}.png"
-        save_sample_grid(torch.cat(rows).cpu(), path, nrow=self.n)
+        save_sample_grid(torch.cat(rows).cpu(), path, nrow=self.n, min_width=self.min_width)
         self.last_path = path
         caption = "rows: temperature " + ", ".join(f"{t:g}" for t in self.temperatures)
         for logger in trainer.loggers:

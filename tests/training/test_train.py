@@ -32,6 +32,10 @@ def test_train_cli_writes_checkpoints_metrics_samples_and_logs(tmp_path):
     assert any(r.get("val/bpd") for r in rows) and any(r.get("train/bpd") for r in rows)
     grid = out / "samples" / "final.png"
     assert grid.is_file() and grid.stat().st_size > 100
+    from PIL import Image
+
+    # 8x8 digits, 8 per row: a 73 px raw grid, enlarged 4x by nearest neighbour; the raw one kept
+    assert Image.open(grid).size[0] == 4 * Image.open(out / "samples" / "final_raw.png").size[0] == 292
     offline_runs = list((out / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
