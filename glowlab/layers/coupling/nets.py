@@ -122,7 +122,19 @@ class _ResidualBlock(nn.Module):
 
 class ResNetCouplingNet(nn.Module):
     """RealNVP's residual coupling network: conv3x3, ``num_blocks`` pre-activation residual blocks,
-    ReLU, then a zero-initialised conv3x3. ``[B, in, H, W] -> [B, out, H, W]``."""
+    ReLU, then a zero-initialised conv3x3. ``[B, in, H, W] -> [B, out, H, W]``.
+
+    A ReLU network is positively homogeneous up to its biases: for large inputs its output grows in
+    proportion to them, and each residual block can amplify it. Used as an affine coupling's
+    translation, that growth compounds over a stack of couplings; see
+    ``AffineCoupling(translation_bound=...)``.
+
+    Example:
+        >>> import torch
+        >>> net = ResNetCouplingNet(2, 4, hidden_channels=8, num_blocks=1)
+        >>> net(torch.randn(3, 2, 5, 5)).abs().max().item()  # zero-initialised output layer
+        0.0
+    """
 
     def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 64,
                  num_blocks: int = 4, actnorm: bool = True):
