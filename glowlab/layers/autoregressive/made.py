@@ -7,12 +7,14 @@ may see a unit of the layer below if ``m(k) >= m(below)``; the outputs for featu
 can only depend on inputs of lower rank: the Jacobian of the network, taken in the order, is
 strictly lower triangular.
 
-Hidden degrees are assigned cyclically, ``1, 2, .., D-1, 1, 2, ..``, in every hidden layer, and each
-hidden layer must have at least ``D - 1`` units: then every degree is present in every layer, so
-every output ``i`` is connected to *every* input of lower rank (no output is cut off, unlike a
-random assignment of degrees, which can leave an output constant). With a context, which every
-hidden unit of the first layer sees, hidden degrees run over ``{0..D-1}`` (``D`` units at least):
-degree-0 units see only the context, so the first feature in the order depends on it too.
+Hidden degrees are assigned cyclically, ``1, 2, .., D-1, 1, 2, ..``, in every hidden layer. With at
+least ``D - 1`` units per layer every degree is present in every layer, so every output ``i`` is
+connected to *every* input of lower rank. A narrower layer cannot hold every degree: its degrees are
+then spread evenly over ``1..D-1`` starting at 1, so every output but the first still sees the first
+input (no output is cut off from every input, which a random assignment of degrees, as in the MADE
+paper, can do), but some pairs are not connected. With a context, which every hidden unit of the
+first layer sees, hidden degrees run over ``{0..D-1}`` instead: degree-0 units see only the context,
+so the first feature in the order depends on it too.
 
 References:
     Germain, Gregor, Murray, Larochelle, "MADE: Masked Autoencoder for Distribution
@@ -88,8 +90,8 @@ class MADE(nn.Module):
 
     Args:
         features: ``D``.
-        hidden_features: widths of the hidden layers, each ``>= D - 1`` (``>= D`` with a context;
-            an int: one layer).
+        hidden_features: widths of the hidden layers (an int: one layer); ``>= D - 1`` each
+            (``>= D`` with a context) connects every output to every input before it.
         params_per_feature: ``P`` (2 for an affine transformer).
         order: ``"identity"``, ``"reversed"`` or ``"random"``; or the ranks themselves (``[D]``).
         seed: the seed of a random order; drawn from torch's global generator when None. It and
@@ -109,10 +111,8 @@ class MADE(nn.Module):
         # with a context, so that the first feature in the order depends on it too
         lo = 0 if context_features else 1
         need = max(features - lo, 1)
-        if any(int(h) < need for h in hidden):
-            raise ValueError(f"every hidden layer of a MADE over {features} features needs at least {need} "
-                             f"units, so that no output is cut off from the inputs before it (or from the "
-                             f"context); got hidden_features={hidden_features!r}")
+        if any(int(h) < 1 for h in hidden):
+            raise ValueError(f"hidden layers need at least one unit each, got hidden_features={hidden_features!r}")
         if params_per_feature < 1 or context_features < 0:
             raise ValueError(f"params_per_feature must be >= 1 and context_features >= 0, got "
                              f"{params_per_feature} and {context_features}")
@@ -130,7 +130,15 @@ class MADE(nn.Module):
         layers: list[nn.Module] = []
         below = degrees
         for i, width in enumerate(hidden):
-            deg = lo + torch.arange(int(width)) % need if features > lo else torch.zeros(int(width), dtype=torch.long)
+            if features <= lo:
+                deg = torch.zeros(int(width), dtype=torch.long)
+            elif width >= need:  # every degree, cyclically
+                deg = lo + torch.arange(int(width)) % need
+            elif lo == 0 and width >= 2:  # a context-only unit, the others spread evenly from 1
+                deg = torch.cat([torch.zeros(1, dtype=torch.long),
+                                 1 + torch.arange(int(width) - 1) * (features - 1) // (int(width) - 1)])
+            else:  # spread evenly, the lowest degree first
+                deg = lo + torch.arange(int(width)) * need // int(width)
             mask = deg[:, None] >= below[None, :]
             if i == 0 and context_features:
                 mask = torch.cat([mask, mask.new_ones(int(width), context_features)], dim=1)

@@ -49,8 +49,8 @@ def test_made_jacobian_is_strictly_triangular_in_its_order(order, core_helpers):
 
 
 def test_made_rejects_too_narrow_hidden_layers_and_bad_orders():
-    with pytest.raises(ValueError, match="at least 9 units"):
-        MADE(10, [4])
+    with pytest.raises(ValueError, match="at least one unit"):
+        MADE(10, [4, 0])
     with pytest.raises(ValueError, match="order must be one of"):
         MADE(3, [4], order="sideways")
     with pytest.raises(ValueError, match="permutation"):
@@ -104,3 +104,13 @@ def test_masked_conv_net_checks_its_arguments():
         MaskedConvNet(1, hidden_channels=4, kernel_size=2)
     with pytest.raises(ValueError, match=r"expects \[B, 1, H, W\]"):
         MaskedConvNet(1, hidden_channels=4)(torch.randn(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("context_features", [0, 2])
+def test_narrow_made_drops_connections_but_cuts_no_output_off(context_features):
+    made = MADE(20, [6, 5], params_per_feature=2, order="random", seed=1, context_features=context_features)
+    rank = made.order
+    conn = made.connectivity()
+    assert not (conn & ~(rank[:, None] > rank[None, :])).any(), "an output sees a later input"
+    assert conn[rank > 0].any(1).all(), "an output other than the first is cut off from every input"
+    assert conn.sum() < 20 * 19 // 2  # 5 hidden units cannot carry 19 degrees
