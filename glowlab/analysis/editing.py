@@ -212,8 +212,7 @@ def manipulate_to_file(ckpt_path: str | Path, attribute: str, levels=None, rows:
     x, context = _model_input(trained, x_int, y)
     edit_levels = check_levels(levels if levels is None or isinstance(levels, int) else list(levels),
                                len(entry["direction"]))
-    alphas = torch.linspace(-1.0, 1.0, alpha_steps).tolist()
-    alphas[alpha_steps // 2] = 0.0
+    alphas = [2.0 * i / (alpha_steps - 1) - 1.0 for i in range(alpha_steps)]  # the middle one is exactly 0
     edits = manipulate(trained.model, x, [d.to(x) for d in entry["direction"]], alphas, edit_levels, context)
     images = to_image(edits.flatten(0, 1), trained.n_bits).cpu()
     rec = edits[:, alpha_steps // 2]
