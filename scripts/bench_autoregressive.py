@@ -15,11 +15,13 @@ Same data, same parameter count, same optimiser, same wall-clock budget:
   Adam (lr 1e-3, batch 128) for ``--budget`` seconds of wall clock, for each of ``--seeds`` seeds;
   the test noise is the same for every model (seeded).
 
-``--libs glow,glow_ar`` compares, on the same data and budget, the digits Glow of
+``--libs glow,glow_ar,glow_arstep`` compares, on the same data and budget, the digits Glow of
 ``conf/experiment/digits_glow.yaml`` (1x8x8, levels 2, depth 8, hidden 64) with its Gaussian top
 prior against the same Glow with an autoregressive top prior
 (:func:`glowlab.image.autoregressive_prior.glow_with_autoregressive_prior`, 2 layers of masked
-convolutions with 64 hidden channels); their parameter counts are not matched.
+convolutions with 64 hidden channels) and with one masked autoregressive step appended to each
+level instead (:func:`~glowlab.image.autoregressive_prior.glow_with_autoregressive_steps`, 32
+hidden channels); their parameter counts are not matched.
 
 Writes a JSON file (``--out``) and prints a Markdown table. Run with one thread per process, e.g.
 ``OMP_NUM_THREADS=1 python scripts/bench_autoregressive.py``. ``--quick`` is a smoke test (tiny
@@ -43,7 +45,7 @@ from glowlab.likelihood import bits_per_dim, dequantize
 from glowlab.models.maf import MAF
 
 LIBS = ("glowlab", "zuko", "nflows")
-GLOWS = ("glow", "glow_ar")
+GLOWS = ("glow", "glow_ar", "glow_arstep")
 GLOW_ARGS = {"image_shape": (1, 8, 8), "levels": 2, "depth": 8, "hidden_channels": 64}
 N_BITS, DIMS, N_TRAIN = 5, 64, 1437
 
@@ -68,13 +70,12 @@ class Model:
             self.module = MaskedAutoregressiveFlow(DIMS, hidden, layers, num_blocks_per_layer=2)
             self.log_prob, self.sample = self.module.log_prob, self.module.sample
         elif lib in GLOWS:
-            from glowlab.image.autoregressive_prior import (
-                glow_with_autoregressive_prior,
-            )
+            from glowlab.image import autoregressive_prior as ar
             from glowlab.models import Glow
 
-            self.module = (Glow(**GLOW_ARGS) if lib == "glow" else
-                           glow_with_autoregressive_prior(2, hidden, **GLOW_ARGS))
+            self.module = {"glow": lambda: Glow(**GLOW_ARGS),
+                           "glow_ar": lambda: ar.glow_with_autoregressive_prior(2, hidden, **GLOW_ARGS),
+                           "glow_arstep": lambda: ar.glow_with_autoregressive_steps(hidden // 2, **GLOW_ARGS)}[lib]()
             self.log_prob = lambda x: self.module.log_prob(x.view(-1, *GLOW_ARGS["image_shape"]))
             self.sample = lambda n: self.module.sample(n).flatten(1)
         else:

@@ -1,4 +1,4 @@
-"""An autoregressive prior for the top latent of a multiscale model (Glow, RealNVP).
+"""Autoregressive options for multiscale models (Glow): a prior on the top latent, or a step per level.
 
 Glow's top prior is a diagonal Gaussian: the top latent's elements are independent given the
 context. :class:`AutoregressivePrior` replaces it with a small MAF over the top latent
@@ -11,7 +11,10 @@ conditioned on the ones before it.
   2 levels): cheap next to the image itself, since the top latent is small.
 
 :func:`glow_with_autoregressive_prior` builds a :class:`~glowlab.models.Glow` with this prior (a
-Hydra ``_target_``).
+Hydra ``_target_``). The alternative, :func:`glow_with_autoregressive_steps`, appends one masked
+autoregressive layer to every level of a Glow instead (its sampling is then sequential at every
+level, ``C·H·W`` passes at each level's resolution). ``scripts/bench_autoregressive.py --libs
+glow,glow_ar,glow_arstep`` compares the two on the digits.
 
 Example:
     >>> import torch
@@ -32,7 +35,7 @@ from glowlab.core.context import ContextEmbedding
 from glowlab.image.priors import LatentPrior
 from glowlab.layers.autoregressive import MaskedAutoregressive
 
-__all__ = ["AutoregressivePrior", "glow_with_autoregressive_prior"]
+__all__ = ["AutoregressivePrior", "glow_with_autoregressive_prior", "glow_with_autoregressive_steps"]
 
 
 class AutoregressivePrior(LatentPrior):
@@ -94,4 +97,25 @@ def glow_with_autoregressive_prior(prior_layers: int = 2, prior_hidden_features:
     old = model.top_prior
     model.top_prior = AutoregressivePrior(old.shape, prior_layers, prior_hidden_features, prior_hidden_layers,
                                           num_classes=old.num_classes, context_features=old.context_features)
+    return model
+
+
+def glow_with_autoregressive_steps(step_hidden_features: int = 32, step_hidden_layers: int = 2, **glow_kwargs):
+    """A :class:`~glowlab.models.Glow` (built from ``glow_kwargs``) with one
+    :class:`~glowlab.layers.autoregressive.MaskedAutoregressive` (masked convolutions, raster order
+    reversed every other level) appended to every level, after its ``depth`` coupling steps.
+    Unconditional steps: the Glow's context still reaches its couplings and top prior."""
+    from glowlab.execution.memory_saving import MemorySavingSequence
+    from glowlab.image.split import Split
+    from glowlab.models import Glow
+
+    model = Glow(**glow_kwargs)
+    c, h, w = model.image_shape
+    for i, (level, split) in enumerate(zip(model.levels, model.splits)):
+        c, h, w = 4 * c, h // 2, w // 2
+        step = MaskedAutoregressive((c, h, w), step_hidden_features, step_hidden_layers,
+                                    order=("identity", "reversed")[i % 2])
+        model.levels[i] = MemorySavingSequence([*level.flows, step], level.memory_saving, [*level.segments, 1])
+        if isinstance(split, Split):
+            c = split.h_channels
     return model

@@ -47,8 +47,8 @@ def test_bad_arguments_are_refused():
 def test_quick_run_of_the_glow_prior_comparison(tmp_path):
     bench = load_script()
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--libs", "glow,glow_ar", "--out", str(out)])
+    bench.main(["--quick", "--libs", "glow,glow_ar,glow_arstep", "--out", str(out)])
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"glow", "glow_ar"}
+    assert set(results) == {"glow", "glow_ar", "glow_arstep"}
     assert results["glow_ar"]["params"] > results["glow"]["params"]
     assert all(math.isfinite(r["bpd_mean"]) for r in results.values())
