@@ -99,8 +99,10 @@ class Planar(Bijection):
         return u_hat, w, b, wu_hat
 
     def w_dot_u_hat(self, context=None) -> torch.Tensor:
-        """``wᵀû`` computed from ``û`` (``[]``, or ``[B]`` with a context): ``> −1`` for any value of the
-        free parameters, the invertibility condition."""
+        """``wᵀû`` recomputed from ``û`` (``[]``, or ``[B]`` with a context): ``≥ −1`` for any value of the
+        free parameters (the invertibility condition), up to the rounding of the dot product. The map
+        itself uses the exact form ``softplus(wᵀu) − 1``, which only reaches −1 when softplus
+        underflows (``wᵀu`` below about −100 in float32, −745 in float64)."""
         u_hat, w, _, _ = self.parameters_for(context, None if context is None else context.shape[0])
         return (w * u_hat).sum(-1)
 
