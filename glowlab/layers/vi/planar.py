@@ -101,8 +101,9 @@ class Planar(Bijection):
     def w_dot_u_hat(self, context=None) -> torch.Tensor:
         """``wᵀû`` recomputed from ``û`` (``[]``, or ``[B]`` with a context): ``≥ −1`` for any value of the
         free parameters (the invertibility condition), up to the rounding of the dot product. The map
-        itself uses the exact form ``softplus(wᵀu) − 1``, which only reaches −1 when softplus
-        underflows (``wᵀu`` below about −100 in float32, −745 in float64)."""
+        itself uses the form ``softplus(wᵀu) − 1``, which rounds to exactly −1 once ``softplus(wᵀu)`` is
+        below half the machine epsilon (``wᵀu`` below about −17 in float32, −37 in float64): the map is
+        then singular to working precision at ``wᵀz + b = 0``, as the exact map nearly is."""
         u_hat, w, _, _ = self.parameters_for(context, None if context is None else context.shape[0])
         return (w * u_hat).sum(-1)
 
