@@ -88,3 +88,24 @@ class RecordTestCheckpoint(pl.Callback):
 
     def on_test_start(self, trainer, pl_module):
         self.path.write_text(str(trainer.ckpt_path or ""))
+
+
+class DumpStatePerRank(pl.Callback):
+    """Save this rank's full model state dict (parameters and buffers: 1x1-conv weights, LU factors,
+    permutation buffers, ActNorm) right after initialisation (``on_train_start``, once DDP has
+    wrapped the model) and after the first optimiser step, to ``dirpath/{init,step1}_rank{R}.pt``."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def _dump(self, trainer, pl_module, tag: str) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+        torch.save(state, self.dirpath / f"{tag}_rank{trainer.global_rank}.pt")
+
+    def on_train_start(self, trainer, pl_module):
+        self._dump(trainer, pl_module, "init")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 1:
+            self._dump(trainer, pl_module, "step1")
