@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -154,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     warn_if_slow_bf16(trainer)
     try:
         if cfg.get("train", True):
-            with explain_load_errors(ckpt_path, resumed):
+            with explain_load_errors(ckpt_path, resumed) if ckpt_path else nullcontext():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = _scalars(trainer.callback_metrics)
         # the checkpoint that monitors a metric (val/bpd), not the one that keeps the latest state
