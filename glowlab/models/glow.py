@@ -14,12 +14,15 @@ from glowlab.layers import (
     Reverse,
     Shuffle,
 )
+from glowlab.layers.coupling.mixture import MixtureCoupling
+from glowlab.layers.coupling.spline import SplineCoupling
 from glowlab.models.context import coupling_context
 
 __all__ = ["Glow"]
 
 PERMUTATIONS = {"lu": InvConv1x1LU, "invconv": InvConv1x1, "reverse": lambda c: Reverse(), "shuffle": Shuffle}
-COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
+COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "spline": SplineCoupling,
+             "mixture": MixtureCoupling}
 
 
 class Glow(MultiscaleFlow):
@@ -30,7 +33,10 @@ class Glow(MultiscaleFlow):
         levels: L, the number of scales.
         depth: K, flow steps per level.
         hidden_channels: width of each coupling network (512 in the paper).
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"``, ``"spline"`` (rational-quadratic, Durkan et al. 2019) or
+            ``"mixture"`` (Flow++'s logistic-mixture CDF, numerical inverse).
+        coupling_kwargs: extra arguments of the coupling class (e.g. ``bins``/``bound`` for splines,
+            ``components`` for mixtures).
         permutation: ``"lu"`` (LU 1x1 conv), ``"invconv"`` (plain 1x1 conv), ``"reverse"`` or ``"shuffle"``.
         learn_top: learned mean/log-std of the top prior (else N(0, I)).
         num_classes: > 0 makes the model class-conditional: pass labels ``[B]`` as ``context``. It
@@ -63,7 +69,7 @@ class Glow(MultiscaleFlow):
                  hidden_channels: int = 512, coupling: str = "affine", permutation: str = "lu",
                  learn_top: bool = True, num_classes: int = 0, actnorm_in_coupling: bool = True,
                  memory_saving: str = "none", context_features: int = 0, condition_couplings: bool = True,
-                 context_channels: int = 16):
+                 context_channels: int = 16, coupling_kwargs: dict | None = None):
         if not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive integer, got {levels!r}")
         if not isinstance(depth, int) or depth < 1:
@@ -82,7 +88,8 @@ class Glow(MultiscaleFlow):
             steps = [Squeeze()]
             for _ in range(depth):
                 steps += [ActNorm(c), PERMUTATIONS[permutation](c),
-                          COUPLINGS[coupling](c, hidden_channels, actnorm=actnorm_in_coupling, cond_channels=k)]
+                          COUPLINGS[coupling](c, hidden_channels, actnorm=actnorm_in_coupling, cond_channels=k,
+                                              **(coupling_kwargs or {}))]
             flows.append(MemorySavingSequence(steps, memory_saving, segments=[1] + [3] * depth))
             if level < levels - 1:
                 split = Split(c)

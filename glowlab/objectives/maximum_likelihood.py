@@ -8,7 +8,7 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from glowlab.likelihood import bits_per_dim, dequantize
+from glowlab.likelihood import bits_per_dim, dequantize, hashed_uniform
 from glowlab.objectives.base import Objective, batch_context
 
 __all__ = ["MaximumLikelihood"]
@@ -38,6 +38,11 @@ class MaximumLikelihood(Objective):
     Args:
         weight_y: weight of the classification loss (bits) for class-conditional models.
         eval_probes: estimates averaged per image in evaluation, for such models.
+        dequantization: None or ``"uniform"`` (``u ~ U(0, 1)``, :func:`glowlab.likelihood.dequantize`),
+            or ``{"kind": "variational", ...}``: Flow++'s learned ``q(u | x)``
+            (:func:`glowlab.data.dequantization.build_dequantizer`), trained with the model; the
+            bpd is then the variational bound and ``dequant_bpd`` (``log q / (D ln 2)``) joins the
+            parts: ``bpd = prior_bpd + logdet_bpd + dequant_bpd + n_bits``.
 
     References:
         Kingma & Dhariwal, "Glow", NeurIPS 2018, section 5 and openai/glow's ``model.py``.
@@ -45,8 +50,10 @@ class MaximumLikelihood(Objective):
 
     monitor = "val/bpd"
 
-    def __init__(self, weight_y: float = 0.0, eval_probes: int = 8):
+    def __init__(self, weight_y: float = 0.0, eval_probes: int = 8, dequantization: dict | str | None = None):
         super().__init__()
+        self.dequantization = dequantization
+        self.dequantizer: nn.Module | None = None
         if isinstance(eval_probes, bool) or not isinstance(eval_probes, int) or eval_probes < 1:
             raise ValueError(f"objective.eval_probes must be a positive integer, got {eval_probes!r}")
         self.eval_probes = eval_probes
@@ -57,6 +64,14 @@ class MaximumLikelihood(Objective):
 
     def setup(self, model: nn.Module, n_bits: int | None = None) -> None:
         self.n_bits = n_bits
+        if self.dequantization not in (None, "uniform", {"kind": "uniform"}):
+            from glowlab.data.dequantization import build_dequantizer
+
+            image_shape = getattr(model, "image_shape", None)
+            if n_bits is None or image_shape is None:
+                raise ValueError("objective.dequantization needs quantised images (data with n_bits) and an image "
+                                 "model; set objective.dequantization=null")
+            self.dequantizer = build_dequantizer(self.dequantization, int(image_shape[0]), n_bits)
         if self.weight_y and not getattr(model, "num_classes", 0):
             raise ValueError(f"objective.weight_y={self.weight_y} trains a classifier on the top latent, which only "
                              f"a class-conditional model has: set model.num_classes or objective.weight_y=0")
@@ -83,7 +98,20 @@ class MaximumLikelihood(Objective):
         only for models with ``encode``."""
         x_int = batch[0]
         context = batch_context(model, batch)
-        x = dequantize(x_int, self.n_bits, seed=eval_seed)
+        if self.dequantizer is None:
+            x, log_q = dequantize(x_int, self.n_bits, seed=eval_seed), None
+        else:
+            noise = hashed_uniform(x_int, eval_seed) if eval_seed is not None else None
+            x, log_q = self.dequantizer.dequantize(x_int, noise)
+        num_dims = x[0].numel()
+        parts, logits = self._parts(model, x, context, eval_seed, encode)
+        if log_q is not None:
+            scale = num_dims * math.log(2.0)
+            parts["bpd"] = parts["bpd"] + log_q / scale  # = variational_bits_per_dim(log p, log q, D, n)
+            parts["dequant_bpd"] = log_q.detach() / scale
+        return parts, logits
+
+    def _parts(self, model, x, context, eval_seed, encode):
         num_dims = x[0].numel()
         estimate = getattr(model, "log_prob_with_stderr", None)
         if eval_seed is not None and estimate is not None:  # a stochastic log_prob (CNF): averaged, with its stderr

@@ -140,6 +140,10 @@ class FlowModule(pl.LightningModule):
     def _encode(self):
         return self._train_encode if self.training and self._train_encode is not None else None
 
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The model's parameters and the objective's (e.g. a learned dequantiser's)."""
+        return [*self.model.parameters(), *self.objective.parameters()]
+
     def _cnf_hooks(self) -> bool:
         return callable(getattr(self.model, "regularization_loss", None)) and hasattr(self.model, "nfe")
 
@@ -164,7 +168,7 @@ class FlowModule(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.trained_parameters() if p.grad is not None]
         if not grads:
             return
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
@@ -188,7 +192,7 @@ class FlowModule(pl.LightningModule):
         if self.trainer.precision != "16-mixed":  # fp16's loss scaler overflows routinely
             log.warning("%s: skipped this optimiser step, parameters unchanged (%d in a row)", msg, self._nan_streak)
         self.log("train/skipped_steps", float(self._nan_streak))
-        for p in self.model.parameters():
+        for p in self.trained_parameters():
             p.grad = None  # the optimiser leaves parameters without a gradient untouched
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -200,7 +204,7 @@ class FlowModule(pl.LightningModule):
         # fp16's gradient scaler unscales, clips and skips steps outside the optimiser, which the
         # fused kernels do not allow
         fused_ok = self._trainer is None or self.trainer.precision != "16-mixed"
-        opt = make_optimizer(h.optimizer, self.model.parameters(), lr=h.lr, betas=h.betas,
+        opt = make_optimizer(h.optimizer, self.trained_parameters(), lr=h.lr, betas=h.betas,
                              weight_decay=h.weight_decay, implementation=h.get("optimizer_impl", "auto"),
                              fused_ok=fused_ok)
         warmup = max(1, int(h.warmup_steps))

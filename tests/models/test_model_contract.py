@@ -37,6 +37,8 @@ MODELS = {
     "glow_rgb_8x8": _glow(image_shape=(3, 8, 8)),
     "glow_plain_nets_fixed_top": _glow(actnorm_in_coupling=False, learn_top=False),
     "glow_class_conditional": _glow(num_classes=3),
+    "glow_spline": _glow(coupling="spline", coupling_kwargs={"bins": 4}),
+    "glow_mixture_class_conditional": _glow(coupling="mixture", coupling_kwargs={"components": 3}, num_classes=2),
     "realnvp": ModelCase(lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1), (1, 4, 4)),
     "realnvp_rgb_one_level": ModelCase(
         lambda: RealNVP(image_shape=(3, 2, 2), levels=1, hidden_channels=4, num_blocks=1, learn_top=True), (3, 2, 2)),

@@ -236,3 +236,13 @@ def test_stochastic_log_prob_is_averaged_in_evaluation_with_its_standard_error(t
                         objective={"_target_": "glowlab.objectives.MaximumLikelihood", "eval_probes": 3})
     trainer = _fit(module, tmp_path, _loader(n=16), _loader(n=8), steps=2)
     assert float(trainer.callback_metrics["val/bpd_stderr"]) > 0 and "val/bpd" in trainer.callback_metrics
+
+
+def test_a_learned_dequantiser_is_trained_with_the_model(tmp_path):
+    objective = {"_target_": "glowlab.objectives.MaximumLikelihood",
+                 "dequantization": {"kind": "variational", "hidden_channels": 4, "depth": 1}}
+    module = FlowModule(TINY_GLOW, n_bits=5, warmup_steps=1, objective=objective)
+    before = {k: v.clone() for k, v in module.objective.state_dict().items()}
+    trainer = _fit(module, tmp_path, _loader(n=24), _loader(n=8))
+    assert any(not torch.equal(v, before[k]) for k, v in module.objective.state_dict().items())
+    assert "val/dequant_bpd" in trainer.callback_metrics
