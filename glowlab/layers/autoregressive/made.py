@@ -71,6 +71,20 @@ def activation_module(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def masked_weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight * module.mask``. Without a graph (sampling, evaluation) the product is cached
+    until the weight or the mask changes (in place, or moved to another device or dtype): a MAF's
+    sequential inverse then does not recompute it at each of its ``D`` passes."""
+    weight, mask = module.weight, module.mask
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return weight * mask
+    key = (weight._version, mask._version, weight.data_ptr(), mask.data_ptr(), weight.dtype)
+    if module.__dict__.get("_masked_key") != key:
+        module.__dict__["_masked"] = (weight * mask).detach()
+        module.__dict__["_masked_key"] = key
+    return module.__dict__["_masked"]
+
+
 class MaskedLinear(nn.Linear):
     """``y = x (W ⊙ M)ᵀ + b`` with a fixed binary ``mask`` ``M`` ``[out, in]`` (a persistent
     buffer, so a saved model reloads with its own connectivity)."""
@@ -81,7 +95,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+        return nn.functional.linear(x, masked_weight(self), self.bias)
 
 
 class MADE(nn.Module):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glowlab.layers.autoregressive.made import activation_module
+from glowlab.layers.autoregressive.made import activation_module, masked_weight
 
 __all__ = ["MaskedConv2d", "MaskedConvNet", "raster_order"]
 
@@ -63,7 +63,7 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
+        return self._conv_forward(x, masked_weight(self), self.bias)
 
 
 class MaskedConvNet(nn.Module):

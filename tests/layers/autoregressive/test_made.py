@@ -114,3 +114,21 @@ def test_narrow_made_drops_connections_but_cuts_no_output_off(context_features):
     assert not (conn & ~(rank[:, None] > rank[None, :])).any(), "an output sees a later input"
     assert conn[rank > 0].any(1).all(), "an output other than the first is cut off from every input"
     assert conn.sum() < 20 * 19 // 2  # 5 hidden units cannot carry 19 degrees
+
+
+def test_cached_masked_weight_follows_in_place_updates_and_loads():
+    made = MADE(4, [6], params_per_feature=2)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        before = made(x)
+        for p in made.parameters():
+            p.add_(0.3)  # an optimiser step: in place
+        after = made(x)
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, made(x))  # with a graph: no cache, same numbers
+    other = MADE(4, [6], params_per_feature=2)
+    with torch.no_grad():
+        other(x)  # fills other's cache
+        other.load_state_dict(made.state_dict())
+        assert torch.equal(other(x), after)
+    assert "_masked" not in str(list(made.state_dict()))
