@@ -21,7 +21,7 @@ QUIET = ["logger=csv", "extras.print_config=false", "~callbacks.progress_bar", "
 def test_vi_experiments_compose(name, tmp_path):
     cfg = compose_config("train", [f"experiment=vi_{name}"], tmp_path)
     assert cfg.objective.target.name == name and cfg.objective.anneal_steps == 10_000
-    assert cfg.objective.beta0 == 0.01 and cfg.callbacks.sample_grid is None
+    assert cfg.objective.beta0 == 0.01 and cfg.callbacks.sample_grid is None and "data" not in cfg
     q = instantiate(cfg.model)
     assert isinstance(q, VariationalFlow) and q.flow == "planar" and q.length == 32
     cfg = compose_config("train", ["experiment=vi_u1", "model.flow=radial", "model.length=8"], tmp_path)
