@@ -53,6 +53,27 @@ __all__ = ["PROGRESS_DELAY_S", "InverseAutoregressive", "MaskedAutoregressive"]
 PROGRESS_DELAY_S = 3.0
 
 
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar on stderr that appears after :data:`PROGRESS_DELAY_S` seconds, only when stderr is
+    a terminal (none in logs), or nothing when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return _NoProgress()
+    return tqdm(total=total, desc=desc, unit="pass", leave=False, delay=PROGRESS_DELAY_S, disable=None)
+
+
 class MaskedAutoregressive(Bijection):
     """A MAF layer over vectors ``[B, D]`` (a :class:`MADE`) or images ``[B, C, H, W]`` (a
     :class:`MaskedConvNet`); ``ladj`` is ``[B]`` nats per sample.
@@ -123,11 +144,7 @@ class MaskedAutoregressive(Bijection):
 
     def inverse(self, y: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(y, "input to the inverse")
-        from tqdm import tqdm
-
-        steps = tqdm(total=self.num_passes, desc=f"{type(self).__name__} inverse", unit="pass", leave=False,
-                     delay=PROGRESS_DELAY_S, disable=None)  # None: no bar when stderr is not a terminal
-        with steps:
+        with _progress(self.num_passes, f"{type(self).__name__} inverse") as steps:
             if self.event_dim == 3:
                 return self._inverse_rows(y, context, steps)
             x = torch.zeros_like(y)
