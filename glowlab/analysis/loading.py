@@ -33,6 +33,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from glowlab.models.compat import legacy_model_config
+
 __all__ = [
     "Trained",
     "check_writable",
@@ -148,13 +150,11 @@ def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, dev
     ckpt = load_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
     stored_data = stored_data_config(ckpt, ckpt_path)
-    config = dict(hp["model_config"])
-    config.pop("compile", None)
     state = ckpt["state_dict"]
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    if config.get("num_classes") and "top_prior.class_embedding.weight" in weights \
-            and "context_embedding.weight" not in weights and "condition_couplings" not in config:
-        config["condition_couplings"] = False  # glowlab 0.1: only the top prior was class-conditional
+    # checkpoints of glowlab 0.1 are rebuilt as they were trained (glowlab.models.compat)
+    config, _ = legacy_model_config(hp["model_config"], weights)
+    config.pop("compile", None)
     model = get_class(config.pop("_target_"))(**config)
     with explain_load_errors(ckpt_path, ckpt):
         model.load_state_dict(weights)

@@ -141,10 +141,14 @@ def _normalise(v):
 
 def check_resume_model_config(ckpt: dict, requested: dict, path) -> None:
     """Refuse to resume ``ckpt`` into a model built from another config, naming the keys that differ."""
+    from glowlab.models.compat import explicit_model_config, legacy_model_config
+
     stored = (ckpt.get("hyper_parameters") or {}).get("model_config")
     if stored is None:
         return
-    diffs = model_config_differences(stored, requested)
+    # compared as the models they build: a 0.1 checkpoint's config with the values that reproduce it
+    stored, _ = legacy_model_config(stored, ckpt.get("state_dict") or {}, prefix="model.")
+    diffs = model_config_differences(stored, explicit_model_config(requested))
     if diffs:
         raise CheckpointError(
             f"cannot resume from {path}: this run's model config differs from the checkpoint's in "

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from glowlab.likelihood import to_image
+from glowlab.models.compat import explicit_model_config, legacy_model_config
 from glowlab.objectives import MaximumLikelihood, Objective
 from glowlab.optim import check_optimizer, make_optimizer
 from glowlab.training.ema import EMA
@@ -80,6 +81,8 @@ class FlowModule(pl.LightningModule):
         check_optimizer(optimizer, optimizer_impl)
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"module.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        # keys added since glowlab 0.1 are stored explicitly, so this run's checkpoints are read as current
+        model_config = explicit_model_config(model_config)
         self.save_hyperparameters(ignore=[] if not isinstance(objective, Objective) else ["objective"])
         self.n_bits = n_bits
         self.objective = build_objective(objective)
@@ -110,17 +113,22 @@ class FlowModule(pl.LightningModule):
         self.num_dims = math.prod(event_shape)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints of glowlab 0.1: a class-conditional model conditioned only its top prior;
-        rebuild it that way (``condition_couplings=False``) before the weights are loaded."""
-        state = checkpoint.get("state_dict", {})
-        conditional_couplings = getattr(self.model, "context_embedding", None) is not None
-        if conditional_couplings and "model.context_embedding.weight" not in state \
-                and "model.top_prior.class_embedding.weight" in state:
-            log.warning("checkpoint from glowlab 0.1: class-conditional model rebuilt with condition_couplings=False")
-            self.hparams.model_config = {**self.hparams.model_config, "condition_couplings": False}
-            self._build_model(self.hparams.model_config)
-            if self.ema is not None:
-                self.ema = EMA(self.model, self.ema.decay)
+        """Checkpoints of earlier versions (glowlab 0.1): rebuild the model with the arguments that
+        reproduce the density they hold (:func:`glowlab.models.compat.legacy_model_config`: e.g. a
+        class-conditional model with ``condition_couplings=False``, a RealNVP with
+        ``translation_bound=None``) before the weights are loaded."""
+        current = dict(self.hparams.model_config)
+        stored = (checkpoint.get("hyper_parameters") or {}).get("model_config") or current
+        legacy, notes = legacy_model_config(stored, checkpoint.get("state_dict", {}), prefix="model.")
+        changed = {k: v for k, v in legacy.items() if k not in stored or stored[k] != v}
+        if not changed or all(k in current and current[k] == v for k, v in changed.items()):
+            return
+        for note in notes:
+            log.warning(note)
+        self.hparams.model_config = {**current, **changed}
+        self._build_model(self.hparams.model_config)
+        if self.ema is not None:
+            self.ema = EMA(self.model, self.ema.decay)
 
     # -- objective -------------------------------------------------------------------------------
     def bpd_parts(self, batch, eval_seed: int | None = None):

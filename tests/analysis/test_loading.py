@@ -68,16 +68,22 @@ def test_bad_checkpoints_are_named(tiny_ckpt, tmp_path):
         load_model(tmp_path / "nodata.ckpt")
 
 
-def test_glowlab_0_1_class_conditional_checkpoint(tiny_ckpt, tmp_path):
-    """A 0.1 class-conditional Glow (labels reach the top prior only) loads, as FlowModule loads it."""
+@pytest.mark.parametrize("name", ["glow_class_conditional", "realnvp"])
+def test_glowlab_0_1_checkpoints_keep_their_density(name, tiny_ckpt, tmp_path):
+    """0.1 checkpoints load with the density they were trained as (glowlab.models.compat), as
+    FlowModule loads them: a class-conditional Glow whose labels reach the top prior only, and a
+    RealNVP with unbounded translations (its config has no translation_bound)."""
     case = torch.load(PROJECT_ROOT / "tests" / "models" / "data" / "glowlab_0_1_state_dicts.pt",
-                      weights_only=False)["glow_class_conditional"]
+                      weights_only=False)[name]
     data_config = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["data_config"]
     torch.save({"state_dict": {f"model.{k}": v for k, v in case["state_dict"].items()}, "global_step": 10,
                 "hyper_parameters": {"model_config": {"_target_": case["target"], **case["kwargs"]}, "n_bits": 5,
                                      "data_config": data_config}}, tmp_path / "old.ckpt")
     model = load_model(tmp_path / "old.ckpt").model
-    assert not model.condition_couplings
+    if name == "realnvp":
+        assert model.config["translation_bound"] is None
+    else:
+        assert not model.condition_couplings
     with torch.no_grad():
         torch.testing.assert_close(model.log_prob(case["x"], case["y"]), case["log_prob"], rtol=1e-6, atol=1e-5)
 

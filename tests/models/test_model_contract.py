@@ -42,6 +42,10 @@ MODELS = {
     "realnvp": ModelCase(lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1), (1, 4, 4)),
     "realnvp_rgb_one_level": ModelCase(
         lambda: RealNVP(image_shape=(3, 2, 2), levels=1, hidden_channels=4, num_blocks=1, learn_top=True), (3, 2, 2)),
+    "realnvp_spline": ModelCase(lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1,
+                                                coupling="spline", coupling_kwargs={"bins": 4}), (1, 4, 4)),
+    "realnvp_mixture": ModelCase(lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1,
+                                                 coupling="mixture", coupling_kwargs={"components": 3}), (1, 4, 4)),
     "realnvp_class_conditional": ModelCase(
         lambda: RealNVP(image_shape=(1, 4, 4), levels=2, hidden_channels=4, num_blocks=1, num_classes=2), (1, 4, 4), 2),
     "nice": ModelCase(

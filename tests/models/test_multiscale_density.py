@@ -11,6 +11,7 @@ from hydra.utils import get_class
 
 from glowlab.core import ContextError, Density
 from glowlab.models import NICE, Glow, RealNVP
+from glowlab.models.compat import legacy_model_config
 from tests.models.test_model_contract import MODELS, labels_for, prepared
 
 pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")
@@ -126,15 +127,17 @@ def test_compile_levels_does_not_shadow_module_compile():
 @pytest.mark.parametrize("name", ["glow", "glow_class_conditional", "realnvp", "nice_class_conditional"])
 def test_state_dicts_of_glowlab_0_1_load_with_identical_outputs(name):
     """State dicts written by glowlab 0.1 (tests/models/make_v01_state_dicts.py) load strictly into
-    today's classes and give the same log_prob and, from the same generator, the same samples.
-    A class-conditional 0.1 model is rebuilt with condition_couplings=False."""
+    today's classes and give the same log_prob and, from the same generator, the same samples, once
+    built with the arguments glowlab.models.compat gives their configs: a class-conditional 0.1 model
+    with condition_couplings=False, a 0.1 RealNVP with translation_bound=None."""
     case = torch.load(V01, weights_only=False)[name]
     kwargs = dict(case["kwargs"])
     if kwargs.get("num_classes") and get_class(case["target"]) is not NICE:
         with pytest.raises(ValueError, match="glowlab 0.1.*condition_couplings=False"):
             get_class(case["target"])(**kwargs).load_state_dict(case["state_dict"])
-        kwargs["condition_couplings"] = False
-    model = get_class(case["target"])(**kwargs).float()
+    config, notes = legacy_model_config({"_target_": case["target"], **kwargs}, case["state_dict"])
+    assert len(notes) == (name in ("glow_class_conditional", "realnvp"))
+    model = get_class(config.pop("_target_"))(**config).float()
     model.load_state_dict(case["state_dict"])
     model.eval()
     x, y = case["x"], case["y"]

@@ -202,18 +202,27 @@ def test_cnf_regularisation_and_nfe_are_logged(tmp_path):
     assert float(metrics["val/nfe_forward"]) > 0 and "val/nll" in metrics
 
 
-def test_checkpoint_of_a_0_1_class_conditional_glow_loads(tmp_path):
-    """A glowlab 0.1 class-conditional Glow (top prior only) loads into a FlowModule whose config
-    predates condition_couplings: the model is rebuilt without conditional couplings."""
+@pytest.mark.parametrize("name", ["glow_class_conditional", "realnvp"])
+def test_checkpoint_of_glowlab_0_1_loads_with_its_density(name, tmp_path):
+    """A glowlab 0.1 checkpoint loads into a FlowModule with the density it was trained as
+    (glowlab.models.compat): a class-conditional Glow without conditional couplings, a RealNVP
+    without a translation bound. A new module stores translation_bound explicitly."""
     from pathlib import Path
 
     case = torch.load(Path(__file__).parents[1] / "models" / "data" / "glowlab_0_1_state_dicts.pt",
-                      weights_only=False)["glow_class_conditional"]
-    module = FlowModule({"_target_": case["target"], **case["kwargs"]}, n_bits=5)
-    checkpoint = {"state_dict": {f"model.{k}": v for k, v in case["state_dict"].items()}}
+                      weights_only=False)[name]
+    config = {"_target_": case["target"], **case["kwargs"]}
+    module = FlowModule(config, n_bits=5)
+    assert module.hparams.model_config.get("translation_bound", "unset") == (5.0 if name == "realnvp" else "unset")
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in case["state_dict"].items()},
+                  "hyper_parameters": {"model_config": config}}
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
-    assert module.hparams.model_config["condition_couplings"] is False and not module.model.condition_couplings
+    if name == "realnvp":
+        assert module.hparams.model_config["translation_bound"] is None
+        assert module.model.config["translation_bound"] is None
+    else:
+        assert module.hparams.model_config["condition_couplings"] is False and not module.model.condition_couplings
     module.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(module.model.log_prob(case["x"], case["y"]), case["log_prob"], rtol=1e-6, atol=1e-5)
