@@ -6,9 +6,10 @@ References:
     D. J. Rezende and S. Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
 """
 
-from glowlab.layers.vi.context import ContextHead, check_context
+from glowlab.layers.vi.context import ContextHead, ForwardOnlyVectorLayer, check_context, check_features
 from glowlab.layers.vi.coupling import VectorAffineCoupling
 from glowlab.layers.vi.planar import Planar, planar_u_hat
 from glowlab.layers.vi.radial import Radial
 
-__all__ = ["ContextHead", "Planar", "Radial", "VectorAffineCoupling", "check_context", "planar_u_hat"]
+__all__ = ["ContextHead", "ForwardOnlyVectorLayer", "Planar", "Radial", "VectorAffineCoupling", "check_context",
+           "check_features", "planar_u_hat"]

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glowlab.core import ContextError
+from glowlab.core import Bijection, ContextError, check_event
 
-__all__ = ["ContextHead", "check_context", "check_features"]
+__all__ = ["ContextHead", "ForwardOnlyVectorLayer", "check_context", "check_features"]
 
 
 def check_features(layer: nn.Module, features, minimum: int = 1) -> int:
@@ -65,3 +65,24 @@ class ContextHead(nn.Module):
         if self.linear is None:
             return None
         return self.linear(check_context(self.owner, context, batch, self.context_features))
+
+
+class ForwardOnlyVectorLayer(Bijection):
+    """Base of the planar and radial layers: vectors ``[B, features]`` (``event_dim = 1``), no
+    inverse (``inverse_kind = "none"``), optional amortisation through a :class:`ContextHead`
+    giving ``head_features`` per-sample parameter shifts."""
+
+    event_dim = 1
+    inverse_kind = "none"
+
+    def __init__(self, features: int, context_features: int | None, head_features: int):
+        super().__init__()
+        self.features = check_features(self, features)
+        self.head = ContextHead(self, context_features, head_features)
+
+    def check_input(self, z: torch.Tensor) -> None:
+        """Raise a ``ValueError`` unless ``z`` is ``[B, features]``."""
+        check_event(self, z, 1)
+        if z.shape[1] != self.features:
+            raise ValueError(f"{type(self).__name__} was built for D={self.features} features, got input of shape "
+                             f"{tuple(z.shape)}")

@@ -39,7 +39,8 @@ class VectorAffineCoupling(Bijection):
 
     Args:
         features: ``D >= 2``.
-        hidden_features, hidden_layers: the coupling network (:class:`glowlab.layers.coupling.nets.MLP`, zero-initialised output).
+        hidden_features, hidden_layers: the coupling network (:class:`glowlab.layers.coupling.nets.MLP`,
+            zero-initialised output).
         parity: 0 keeps the first ``D // 2`` coordinates and changes the rest; 1 the reverse.
         context_features: width ``C`` of a ``context [B, C]`` fed to the network, or ``None``.
         scale_clamp: ``c`` of the soft clamp on the log-scale, ``|s| < c``.

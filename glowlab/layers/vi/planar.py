@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glowlab.core import Bijection, check_event, logdet_dtype
-from glowlab.layers.vi.context import ContextHead, check_features
+from glowlab.core import logdet_dtype
+from glowlab.layers.vi.context import ForwardOnlyVectorLayer
 
 __all__ = ["Planar", "planar_u_hat"]
 
@@ -63,7 +63,7 @@ def planar_u_hat(u: torch.Tensor, w: torch.Tensor, return_dot: bool = False):
     return (u_hat, wu_hat.squeeze(-1)) if return_dot else u_hat
 
 
-class Planar(Bijection):
+class Planar(ForwardOnlyVectorLayer):
     """One planar layer ``f(z) = z + û tanh(wᵀz + b)``; forward only (see the module docstring).
 
     Args:
@@ -74,18 +74,12 @@ class Planar(Bijection):
     ``forward(z, context) -> (f(z) [B, D], log|det ∂f/∂z| [B] nats)``.
     """
 
-    event_dim = 1
-    inverse_kind = "none"
-
     def __init__(self, features: int, context_features: int | None = None):
-        super().__init__()
-        check_features(self, features)
+        super().__init__(features, context_features, 2 * features + 1)
         bound = 1.0 / math.sqrt(features)
-        self.features = features
         self.u = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
         self.w = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.zeros(()))
-        self.head = ContextHead(self, context_features, 2 * features + 1)
 
     def parameters_for(self, context=None, batch: int | None = None):
         """``(û, w, b, wᵀû)`` as used by the map: ``[D], [D], [], []``, or ``[B, D], [B, D], [B], [B]``
@@ -108,9 +102,7 @@ class Planar(Bijection):
         return (w * u_hat).sum(-1)
 
     def forward(self, z: torch.Tensor, context=None):
-        check_event(self, z, 1)
-        if z.shape[1] != self.features:
-            raise ValueError(f"Planar was built for D={self.features} features, got input of shape {tuple(z.shape)}")
+        self.check_input(z)
         u_hat, w, b, wu_hat = self.parameters_for(context, z.shape[0])
         a = torch.addmv(b, z, w) if w.dim() == 1 else (z * w).sum(-1) + b  # wᵀz + b, [B]
         h = torch.tanh(a)

@@ -42,13 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glowlab.core import Bijection, check_event, logdet_dtype
-from glowlab.layers.vi.context import ContextHead, check_features
+from glowlab.core import logdet_dtype
+from glowlab.layers.vi.context import ForwardOnlyVectorLayer
 
 __all__ = ["Radial"]
 
 
-class Radial(Bijection):
+class Radial(ForwardOnlyVectorLayer):
     """One radial layer ``f(z) = z + β (z − z₀) / (α + ‖z − z₀‖)``; forward only.
 
     Args:
@@ -59,18 +59,12 @@ class Radial(Bijection):
     ``forward(z, context) -> (f(z) [B, D], log|det ∂f/∂z| [B] nats)``.
     """
 
-    event_dim = 1
-    inverse_kind = "none"
-
     def __init__(self, features: int, context_features: int | None = None):
-        super().__init__()
-        check_features(self, features)
+        super().__init__(features, context_features, features + 2)
         bound = 1.0 / math.sqrt(features)
-        self.features = features
         self.z0 = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
         self.alpha_raw = nn.Parameter(torch.empty(()).uniform_(-bound, bound))
         self.beta_raw = nn.Parameter(torch.empty(()).uniform_(-bound, bound))
-        self.head = ContextHead(self, context_features, features + 2)
 
     def coefficients(self, context=None, batch: int | None = None):
         """``(α, β, z₀)``: ``[], [], [D]``, or ``[B], [B], [B, D]`` with a context; ``β > −α``."""
@@ -83,9 +77,7 @@ class Radial(Bijection):
         return alpha, F.softplus(b_raw) - alpha, z0
 
     def forward(self, z: torch.Tensor, context=None):
-        check_event(self, z, 1)
-        if z.shape[1] != self.features:
-            raise ValueError(f"Radial was built for D={self.features} features, got input of shape {tuple(z.shape)}")
+        self.check_input(z)
         alpha, beta, z0 = self.coefficients(context, z.shape[0])
         diff = z - z0
         r = torch.linalg.vector_norm(diff, dim=-1)  # [B]
