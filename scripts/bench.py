@@ -156,7 +156,7 @@ def _runtime_rss(spec: dict, model_class) -> int:
     opt.step()
     with torch.no_grad():
         tiny.eval()
-        tiny.sample(2, TEMPERATURE)
+        tiny.sample(2, temperature=TEMPERATURE)
     del tiny, opt
     gc.collect()
     return _rss_bytes()
@@ -204,7 +204,7 @@ def measure(spec: dict) -> dict:
     autocast = (lambda: torch.autocast(device, dtype=amp_dtype)) if amp_dtype else nullcontext
     scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
     if spec.get("compile"):
-        model.compile()
+        model.compile_levels()
     log_prob = model.log_prob
 
     def train_step():
@@ -241,7 +241,7 @@ def measure(spec: dict) -> dict:
 
         def sample():
             with autocast():
-                return model.sample(SAMPLES, TEMPERATURE)
+                return model.sample(SAMPLES, temperature=TEMPERATURE)
 
         s = sample()
         sample_finite = bool(torch.isfinite(s).all())
@@ -384,7 +384,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--memory-saving", default="none",
                    help="none, checkpoint or reversible (comma-separated for several)")
     p.add_argument("--baseline", action="store_true", help="also measure the plain PyTorch Glow (scripts/plain_glow.py)")
-    p.add_argument("--compile", action="store_true", help="model.compile(): torch.compile each level (glowlab only)")
+    p.add_argument("--compile", action="store_true", help="model.compile_levels(): torch.compile each level (glowlab only)")
     p.add_argument("--optimizer", default="own", choices=["own", "forloop", "foreach", "fused"],
                    help="Adam's kernel: 'own' is each implementation's default (plain: torch.optim.Adam's "
                         "per-parameter loop; glowlab: glowlab.optim's default for Adam, the fused kernel), the others force "

@@ -171,7 +171,7 @@ def test_no_process_wide_optimizer_hook():
 
 @pytest.mark.slow
 def test_compiled_model_matches_eager():
-    """``model.compile()`` (torch.compile of each level) gives eager's log_prob and gradients."""
+    """``model.compile_levels()`` (torch.compile of each level) gives eager's log_prob and gradients."""
     torch.manual_seed(0)
     model = Glow((3, 8, 8), levels=2, depth=2, hidden_channels=8)
     x = torch.rand(4, 3, 8, 8) - 0.5
@@ -181,7 +181,7 @@ def test_compiled_model_matches_eager():
             p.add_(0.02 * torch.randn_like(p))
     ref = model.log_prob(x)
     g_ref = torch.autograd.grad(ref.sum(), list(model.parameters()))
-    model.compile()
+    model.compile_levels()
     out = model.log_prob(x)
     g_out = torch.autograd.grad(out.sum(), list(model.parameters()))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
