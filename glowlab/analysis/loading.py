@@ -95,8 +95,9 @@ class Trained:
 
     @property
     def num_classes(self) -> int:
-        """Classes of a class-conditional model (its ``context`` is the label), else 0."""
-        return int(getattr(self.model, "num_classes", 0) or 0)
+        """Classes of a class-conditional model (its ``context`` is the label), else 0 (every
+        :class:`~glowlab.core.Density` declares ``num_classes``)."""
+        return int(self.model.num_classes)
 
     @property
     def device(self) -> torch.device:

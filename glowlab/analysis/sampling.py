@@ -42,7 +42,12 @@ TEMPERATURES = (0.0, 0.25, 0.5, 0.7, 0.85, 1.0)
 
 
 def _num_classes(model) -> int:
-    return int(getattr(model, "num_classes", 0) or 0)
+    """Classes of a label-conditioned density, else 0 (the declared ``num_classes``/``context_kind``
+    of :class:`~glowlab.core.Density`). A density conditioned on a tensor has no context to draw here."""
+    if model.context_kind == "tensor":
+        raise ValueError(f"{type(model).__name__} is conditioned on a tensor context [B, {model.context_features}], "
+                         f"which these grids cannot choose; sample it with model.sample(n, context=...)")
+    return int(model.num_classes)
 
 
 def _generator(model, seed: int) -> torch.Generator:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from glowlab.analysis.loading import load_model
-from glowlab.analysis.sampling import interpolate, pick_test_images, sample_grid, sample_to_file
+from glowlab.analysis.sampling import interpolate, pick_test_images, sample_grid, sample_to_file, temperature_grid
 from glowlab.likelihood import dequantize
 from glowlab.models import Glow
 from tests.analysis.conftest import grid_size, read_json, read_png
@@ -95,6 +95,16 @@ def test_conditional_model_samples_one_row_per_class():
     rows = images.view(10, 3, -1)
     assert (rows - rows[:, :1]).abs().max() == 0
     assert len({tuple(r[0].tolist()) for r in rows}) > 1
+
+
+def test_grids_name_a_tensor_context_they_cannot_choose():
+    """A density conditioned on a tensor (context_kind "tensor") gets a ValueError saying how to
+    sample it, not a ContextError from deep inside the model."""
+    model = Glow(image_shape=(1, 4, 4), levels=1, depth=1, hidden_channels=4, context_features=3).eval()
+    assert model.context_kind == "tensor" and model.num_classes == 0
+    for grid in (sample_grid, temperature_grid):
+        with pytest.raises(ValueError, match=r"tensor context \[B, 3\].*model.sample\(n, context=...\)"):
+            grid(model, 5)
 
 
 def test_nan_samples_are_counted_not_hidden(tiny_ckpt, tmp_path):
