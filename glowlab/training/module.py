@@ -19,7 +19,7 @@ from glowlab.objectives import MaximumLikelihood, Objective
 from glowlab.optim import check_optimizer, make_optimizer
 from glowlab.training.ema import EMA
 
-__all__ = ["FlowModule", "build_objective"]
+__all__ = ["FlowModule", "build_objective", "exact_mean"]
 
 log = logging.getLogger(__name__)
 NAN_POLICIES = ("skip", "stop")
@@ -42,6 +42,15 @@ def build_objective(config) -> Objective:
         raise ValueError(f"objective {config['_target_']} is not a glowlab.objectives.Objective")
     return objective
 
+
+
+def exact_mean() -> MeanMetric:
+    """A per-sample mean over a whole evaluation split, summed across processes in float64.
+
+    A NaN or inf sample makes the mean NaN or inf (torchmetrics' default would drop it with a
+    warning and report a finite, wrong mean), so a non-finite evaluation is never silently hidden.
+    """
+    return MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
 
 class FlowModule(pl.LightningModule):
     """Trains a glowlab model (built from ``model_config``, a Hydra ``_target_`` dict) with an
@@ -237,7 +246,7 @@ class FlowModule(pl.LightningModule):
         for name, value in metrics.items():
             key = f"{stage}_{name}"
             if key not in self.eval_metrics:
-                self.eval_metrics[key] = MeanMetric().set_dtype(torch.float64).to(value.device)
+                self.eval_metrics[key] = exact_mean().to(value.device)
             metric = self.eval_metrics[key]
             metric.update(value.double())
             self.log(f"{stage}/{name}", metric, prog_bar=name in ("bpd", "accuracy"), on_step=False, on_epoch=True,

@@ -255,3 +255,15 @@ def test_a_learned_dequantiser_is_trained_with_the_model(tmp_path):
     trainer = _fit(module, tmp_path, _loader(n=24), _loader(n=8))
     assert any(not torch.equal(v, before[k]) for k, v in module.objective.state_dict().items())
     assert "val/dequant_bpd" in trainer.callback_metrics
+
+
+def test_evaluation_mean_keeps_non_finite_images():
+    """One NaN image makes the split's mean NaN: a finite-looking bpd must not hide it."""
+    from glowlab.training.module import exact_mean
+
+    metric = exact_mean()
+    metric.update(torch.tensor([2.0, float("nan"), 3.0], dtype=torch.float64))
+    assert torch.isnan(metric.compute())
+    finite = exact_mean()
+    finite.update(torch.tensor([2.0, 4.0], dtype=torch.float64))
+    assert float(finite.compute()) == 3.0
