@@ -1,4 +1,7 @@
-"""Images from a checkpoint: `python sample.py ckpt_path=RUN/checkpoints/best.ckpt [mode=...]` (see conf/sample.yaml)."""
+"""Images from a checkpoint (options: conf/sample.yaml)::
+
+    python sample.py ckpt_path=RUN/checkpoints/best.ckpt [mode=...]
+"""
 
 from glowlab.analysis.cli import sample_main
 

@@ -1,4 +1,7 @@
-"""Per-image bits/dim and OOD AUROC: `python score.py ckpt_path=RUN/checkpoints/best.ckpt [ood_data=noise]` (see conf/score.yaml)."""
+"""Per-image bits/dim and OOD AUROC (options: conf/score.yaml)::
+
+    python score.py ckpt_path=RUN/checkpoints/best.ckpt [ood_data=noise]
+"""
 
 from glowlab.analysis.cli import score_main
 

@@ -383,16 +383,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--precision", default="32", choices=PRECISIONS)
     p.add_argument("--memory-saving", default="none",
                    help="none, checkpoint or reversible (comma-separated for several)")
-    p.add_argument("--baseline", action="store_true", help="also measure the plain PyTorch Glow (scripts/plain_glow.py)")
-    p.add_argument("--compile", action="store_true", help="model.compile_levels(): torch.compile each level (glowlab only)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also measure the plain PyTorch Glow (scripts/plain_glow.py)")
+    p.add_argument("--compile", action="store_true",
+                   help="model.compile_levels(): torch.compile each level (glowlab only)")
     p.add_argument("--optimizer", default="own", choices=["own", "forloop", "foreach", "fused"],
                    help="Adam's kernel: 'own' is each implementation's default (plain: torch.optim.Adam's "
-                        "per-parameter loop; glowlab: glowlab.optim's default for Adam, the fused kernel), the others force "
-                        "that kernel on every row")
+                        "per-parameter loop; glowlab: glowlab.optim's default for Adam, the fused kernel), the "
+                        "others force that kernel on every row")
     p.add_argument("--batch", type=int, default=None, help="override the config's batch size")
     p.add_argument("--steps", type=int, default=10, help="timed training steps (the median is reported; >= 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps first (ActNorm init, allocator)")
-    p.add_argument("--sample-reps", type=int, default=None, help="timed sampling runs (default 5; 3 for cifar on the CPU)")
+    p.add_argument("--sample-reps", type=int, default=None,
+                   help="timed sampling runs (default 5; 3 for cifar on the CPU)")
     p.add_argument("--eval-reps", type=int, default=5, help="timed log_prob evaluations")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     p.add_argument("--channels-last", action="store_true", help="model.to(memory_format=channels_last)")
@@ -443,7 +446,8 @@ def main(argv=None) -> list[dict]:
                      optimizer=args.optimizer, malloc=args.malloc,
                      warmup=args.warmup, eval_reps=args.eval_reps, threads=args.threads, batch=args.batch,
                      sample_reps=args.sample_reps or (3 if config == "cifar" and args.device == "cpu" else 5),
-                     compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last, profile=args.profile)
+                     compile=args.compile and s["impl"] == "glowlab", channels_last=args.channels_last,
+                     profile=args.profile)
         # --repeat rounds run the rows round-robin, so a burst of load on a shared machine hits one
         # round of every row rather than all rounds of one row
         rounds: list[list[dict]] = [[] for _ in specs]
@@ -458,7 +462,8 @@ def main(argv=None) -> list[dict]:
                 r["wall_s"] = time.time() - t0
                 print(f"  [{rep + 1}/{args.repeat}] {config:6s} {r['impl']:8s} {r['memory_saving']:10s} "
                       f"train {_num(r, 'train_img_s'):>8s} img/s  sample {_num(r, 'sample_img_s'):>8s} img/s  "
-                      f"log_prob {_num(r, 'log_prob_img_s'):>8s} img/s  peak {_mem(r, 'peak')} GB  ({r['wall_s']:.0f} s)",
+                      f"log_prob {_num(r, 'log_prob_img_s'):>8s} img/s  peak {_mem(r, 'peak')} GB  "
+                      f"({r['wall_s']:.0f} s)",
                       file=sys.stderr, flush=True)
                 rounds[i].append(r)
         agg = statistics.median if args.aggregate == "median" else max
@@ -499,7 +504,8 @@ def main(argv=None) -> list[dict]:
     machine = dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
                    torch=torch.__version__, threads=args.threads or torch.get_num_threads(), load_avg=load,
                    gpu=torch.cuda.get_device_name(0) if args.device == "cuda" and torch.cuda.is_available() else None,
-                   date=time.strftime("%Y-%m-%d %H:%M:%S"), command=" ".join(["python", "scripts/bench.py", *(argv or sys.argv[1:])]))
+                   date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                   command=" ".join(["python", "scripts/bench.py", *(argv or sys.argv[1:])]))
     if args.json:
         Path(args.json).write_text(json.dumps(dict(machine=machine, results=rows), indent=2))
     return rows

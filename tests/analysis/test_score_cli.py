@@ -57,7 +57,8 @@ def test_ood_dataset_with_another_shape_names_both(tiny_ckpt, tmp_path):
 
 
 def test_ood_config_keeps_the_models_preprocessing(tiny_ckpt):
-    cfg = ood_data_config(load_model(tiny_ckpt).data_config, "mnist_idx", {"shared_dir": "/somewhere"}, {"image_size": 8})
+    cfg = ood_data_config(load_model(tiny_ckpt).data_config, "mnist_idx", {"shared_dir": "/somewhere"},
+                          {"image_size": 8})
     assert (cfg.dataset, cfg.n_bits, cfg.image_size, cfg.idx_file) == ("mnist_idx", 5, 8, "t10k")
     assert cfg.root == "/somewhere/data/mnist"
 

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from glowlab.flows import (ActNorm, AffineCoupling, FlowSequence, InvConv1x1, InvConv1x1LU, LearnedPrior, Split,
-                           Squeeze)
+from glowlab.flows import ActNorm, AffineCoupling, FlowSequence, InvConv1x1, InvConv1x1LU, LearnedPrior, Split, Squeeze
 from glowlab.models import NICE, Glow, MultiscaleFlow, RealNVP
 
 pytestmark = pytest.mark.usefixtures("default_dtype", "seeded", "single_thread")

@@ -9,7 +9,8 @@ from glowlab.models import Glow, RealNVP
 
 def test_bf16_autocast_keeps_likelihood_in_float32():
     torch.manual_seed(0)
-    for model in (Glow((3, 8, 8), levels=2, depth=2, hidden_channels=16), RealNVP((3, 8, 8), levels=2, hidden_channels=8, num_blocks=1)):
+    for model in (Glow((3, 8, 8), levels=2, depth=2, hidden_channels=16),
+                  RealNVP((3, 8, 8), levels=2, hidden_channels=8, num_blocks=1)):
         x = torch.rand(4, 3, 8, 8) - 0.5
         model.train()
         model(x)  # ActNorm init in float32
