@@ -118,7 +118,8 @@ class ResumableDataLoader(DataLoader):
         sampler.set_epoch(int(state["epoch"]))
         if changed:
             warnings.warn(f"resuming with other data settings {changed} (checkpoint, now): epoch {state['epoch']} "
-                          f"starts again from its first batch instead of after batch {state['batches_done']}")
+                          f"starts again from its first batch instead of after batch {state['batches_done']}",
+                          stacklevel=2)
             return
         done = int(state["batches_done"])
         if done >= state.get("batches_per_epoch", len(self)):  # the epoch was complete: the next one starts

@@ -57,7 +57,8 @@ def _finish_wandb() -> None:
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
 
 
 def _write_metrics(trainer: pl.Trainer, output_dir: str | None, metrics: dict) -> None:
