@@ -4,7 +4,9 @@
 
 * the trained **density** (any glowlab model: ``log_prob``, ``sample``; multiscale models also
   ``model(x) -> (zs, logdet)`` and ``model.inverse(zs)``), in eval mode, with the exponential
-  moving average of its weights when training kept one (the weights validation used), and
+  moving average of its weights when training kept one (the weights validation used),
+* the learned **dequantiser** ``q(u | x)`` when the run trained one (``objective.dequantization``
+  variational; None for uniform noise), which the bits/dim bound of the data includes, and
 * its **data module**, from the data config stored in the checkpoint (with overrides merged on
   top), checked against the model's image shape.
 
@@ -73,6 +75,9 @@ class Trained:
         eval_seed: seed of the deterministic evaluation dequantisation noise.
         ckpt_path: the checkpoint, absolute.
         ema: whether exponential-moving-average weights were loaded.
+        dequantizer: the trained ``q(u | x_int)`` of variational dequantisation (a
+            :class:`~glowlab.data.dequantization.VariationalDequantizer`, eval mode), or None when
+            the run dequantised with uniform noise.
     """
 
     model: nn.Module
@@ -81,6 +86,7 @@ class Trained:
     eval_seed: int
     ckpt_path: Path
     ema: bool = False
+    dequantizer: nn.Module | None = None
     _datamodule: object = field(default=None, repr=False)
 
     @property
@@ -161,10 +167,35 @@ def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, dev
         model.load_state_dict(weights)
     used_ema = ema and _load_ema(model, state)
     model.to(resolve_device(device)).eval()
+    with explain_load_errors(ckpt_path, ckpt):
+        dequantizer = _load_dequantizer(hp, state, model.image_shape[0])
+    if dequantizer is not None:
+        dequantizer.to(resolve_device(device)).eval()
     data_config = OmegaConf.merge(OmegaConf.create(stored_data), data or {})
     check_data_overrides(stored_data, data_config, ckpt_path)  # n_bits and geometry stay the model's
     return Trained(model, data_config, int(hp["n_bits"]), int(hp.get("eval_seed", 1234)),
-                   Path(ckpt_path).resolve(), used_ema)
+                   Path(ckpt_path).resolve(), used_ema, dequantizer)
+
+
+def _load_dequantizer(hp: dict, state: dict, in_channels: int) -> nn.Module | None:
+    """The learned ``q(u | x)`` a run trained with its objective (``objective.dequantization``
+    other than uniform; weights ``objective.dequantizer.*``), or None."""
+    objective = hp.get("objective")
+    config = objective.get("dequantization") if isinstance(objective, (dict, DictConfig)) else None
+    prefix = "objective.dequantizer."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if config in (None, "uniform") or (isinstance(config, (dict, DictConfig)) and config.get("kind") == "uniform"):
+        if weights:
+            raise ValueError("the checkpoint holds a learned dequantiser's weights but no objective.dequantization "
+                             "config to rebuild it from")
+        return None
+    from glowlab.data.dequantization import build_dequantizer
+
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    dequantizer = build_dequantizer(config, in_channels, int(hp["n_bits"]))
+    dequantizer.load_state_dict(weights)
+    return dequantizer
 
 
 def check_writable(path: str | Path, option: str) -> Path:

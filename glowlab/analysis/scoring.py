@@ -14,6 +14,11 @@ checkpoint's ``eval_seed``), so with ``k = 1`` the numbers equal ``eval.py``'s. 
 score is ``-log2(mean_j P_j) / D`` where ``P_j = 2**(-n D) p(x~_j)``: an importance-weighted
 (log-mean-exp) bound on ``-log2 P(x_int) / D``, tighter than one draw and than the mean over draws.
 
+A checkpoint trained with variational dequantisation (Flow++) is scored with its learned
+``q(u | x)``: draw ``j`` is ``u_j ~ q(u | x_int)`` (from the same per-image noise, so ``k = 1``
+again equals eval.py's ``test/bpd``) and ``P_j = 2**(-n D) p(x~_j) / q(u_j | x_int)``, the
+importance weight of :func:`glowlab.likelihood.importance_weighted_bits_per_dim`.
+
 Class-conditional models are scored by their marginal ``p(x) = mean_c p(x | c)`` (uniform class
 prior), since OOD images have no class; their in-distribution bpd is then not eval.py's
 ``p(x | y)``.
@@ -33,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from glowlab.analysis.loading import Trained, load_model, run_dir_of, write_json
 from glowlab.analysis.ood import TRANSFORMS, build_ood_datamodule, check_ood_name, transform_batch
-from glowlab.likelihood import bits_per_dim, dequantize
+from glowlab.likelihood import bits_per_dim, dequantize, hashed_uniform
 
 __all__ = ["image_bpd", "log_mean_exp_bpd", "auroc", "plot_histogram", "score_checkpoint"]
 
@@ -51,8 +56,9 @@ def log_mean_exp_bpd(bpds: Tensor, num_dims: int) -> Tensor:
 def image_bpd(trained: Trained, batches, k: int = 1) -> tuple[Tensor, Tensor]:
     """Per-image bits/dim of ``batches`` (an iterable of ``(x_int [B, C, H, W], y [B])``).
 
-    Returns ``(bpd [N] float64, labels [N])`` on the CPU. ``k`` dequantisation draws, combined
-    by :func:`log_mean_exp_bpd` (see the module docstring).
+    Returns ``(bpd [N] float64, labels [N])`` on the CPU. ``k`` dequantisation draws (from the
+    checkpoint's learned ``q(u | x)`` when it has one, else uniform), combined by
+    :func:`log_mean_exp_bpd` (see the module docstring).
     """
     if k < 1:
         raise ValueError(f"k (dequantisation draws per image) must be >= 1, got {k}")
@@ -62,8 +68,13 @@ def image_bpd(trained: Trained, batches, k: int = 1) -> tuple[Tensor, Tensor]:
         for x_int, y in batches:
             x_int = x_int.to(trained.device)
             contexts = [torch.full_like(y, c).to(trained.device) for c in range(trained.num_classes)] or [None]
-            draws = [bits_per_dim(model.log_prob(dequantize(x_int, n_bits, seed=seed + j), c), dims, n_bits)
-                     for j in range(k) for c in contexts]
+            draws = []
+            for j in range(k):
+                if trained.dequantizer is None:
+                    x, log_q = dequantize(x_int, n_bits, seed=seed + j), 0.0
+                else:
+                    x, log_q = trained.dequantizer.dequantize(x_int, hashed_uniform(x_int, seed + j))
+                draws += [bits_per_dim(model.log_prob(x, c) - log_q, dims, n_bits) for c in contexts]
             bpds.append(log_mean_exp_bpd(torch.stack(draws), dims).cpu())
             labels.append(y.cpu())
     return torch.cat(bpds), torch.cat(labels)
