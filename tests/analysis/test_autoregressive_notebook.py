@@ -1,30 +1,17 @@
-"""notebooks/autoregressive.ipynb is committed clean and runs top to bottom in its quick mode."""
+"""notebooks/autoregressive.ipynb runs top to bottom in its quick mode (test_notebooks checks it is committed clean)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "autoregressive.ipynb"
-
-
-def test_notebook_is_committed_without_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+from tests.analysis.test_notebooks import execute, outputs_text
 
 
 @pytest.mark.slow
 def test_notebook_runs_in_quick_mode(monkeypatch):
     monkeypatch.setenv("GLOWLAB_QUICK", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    text = outputs_text(nb := execute("autoregressive.ipynb"))
     assert "density mass on the grid" in text and "held-out" in text and "IAF sample" in text
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images == 4  # masks, conv masks, moons, digit samples

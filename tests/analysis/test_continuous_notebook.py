@@ -1,30 +1,20 @@
-"""notebooks/continuous.ipynb is committed clean and runs top to bottom in its quick mode."""
+"""notebooks/continuous.ipynb runs top to bottom in its quick mode (test_notebooks checks it is committed clean)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "continuous.ipynb"
+from tests.analysis.test_notebooks import execute, outputs_text
 
-
-def test_notebook_is_committed_without_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+NAME = "continuous.ipynb"
 
 
 @pytest.mark.slow
-def test_notebook_runs_in_quick_mode(monkeypatch):
+def test_continuous_notebook_runs_in_quick_mode(monkeypatch):
     monkeypatch.setenv("GLOWLAB_QUICK", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    nb = execute(NAME)
+    text = outputs_text(nb)
     assert "QUICK mode" in text
     assert "NFE per step" in text and "density mass on the grid" in text
     mass = float(text.split("density mass on the grid: ")[1].split()[0])
