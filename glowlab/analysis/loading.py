@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from glowlab.models.build import build_model
 from glowlab.models.compat import legacy_model_config
 
 __all__ = [
@@ -162,7 +163,7 @@ def load_model(ckpt_path: str | Path, data: dict | DictConfig | None = None, dev
     # checkpoints of glowlab 0.1 are rebuilt as they were trained (glowlab.models.compat)
     config, _ = legacy_model_config(hp["model_config"], weights)
     config.pop("compile", None)
-    model = get_class(config.pop("_target_"))(**config)
+    model = build_model(config)
     with explain_load_errors(ckpt_path, ckpt):
         model.load_state_dict(weights)
     used_ema = ema and _load_ema(model, state)

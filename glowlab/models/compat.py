@@ -35,7 +35,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.utils import get_class
+from hydra.utils import get_object
 
 __all__ = ["explicit_model_config", "legacy_model_config"]
 
@@ -43,7 +43,8 @@ __all__ = ["explicit_model_config", "legacy_model_config"]
 def _model_class(config: Mapping[str, Any]) -> type | None:
     target = config.get("_target_")
     try:
-        return get_class(target) if isinstance(target, str) else None
+        found = get_object(target) if isinstance(target, str) else None
+        return found if isinstance(found, type) else None  # a factory function has no legacy rules
     except Exception:  # an unknown target fails later, where the model is built, with its own message
         return None
 

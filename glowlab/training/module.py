@@ -9,11 +9,11 @@ from contextlib import ExitStack
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
 from torch import nn
 from torchmetrics import MeanMetric
 
 from glowlab.likelihood import to_image
+from glowlab.models.build import build_model
 from glowlab.models.compat import explicit_model_config, legacy_model_config
 from glowlab.objectives import MaximumLikelihood, Objective
 from glowlab.optim import check_optimizer, make_optimizer
@@ -107,9 +107,7 @@ class FlowModule(pl.LightningModule):
     def _build_model(self, model_config: dict) -> None:
         config = dict(model_config)
         compile_model = bool(config.pop("compile", False))
-        # called directly rather than through hydra.utils.instantiate, so a bad argument raises
-        # the model's own ValueError instead of Hydra's wrapper around it
-        self.model = get_class(config.pop("_target_"))(**config)
+        self.model = build_model(config)
         encode = getattr(self.model, "encode", None)
         if compile_model and encode is None:
             raise ValueError(f"model.compile=true compiles the model's encode, which {type(self.model).__name__} "
