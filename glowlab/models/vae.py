@@ -94,6 +94,9 @@ def _mlp(sizes: Sequence[int], last_activation: bool) -> nn.Sequential:
 class FlowVAE(nn.Module):
     """VAE with a flow posterior (see the module docstring).
 
+    Not a :class:`~glowlab.core.Density` (its ``log p(x)`` has no closed form: :meth:`elbo` bounds it
+    and :meth:`iwae` estimates it), but it declares its context as densities do: none.
+
     Args:
         image_shape: ``(C, H, W)`` of the images.
         latent_features: dimension of ``z``.
@@ -106,6 +109,10 @@ class FlowVAE(nn.Module):
         n_bits: bits per pixel of the integer data.
         pixel_max: the data's largest pixel value (binarisation threshold ``pixel_max / 2``).
     """
+
+    num_classes: int = 0
+    context_features: int = 0
+    context_kind: str | None = None
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_features: int = 32,
                  hidden_features: int = 300, hidden_layers: int = 2, posterior: str = "planar", length: int = 8,

@@ -35,7 +35,7 @@ __all__ = ["Objective", "batch_context"]
 def batch_context(model: nn.Module, batch) -> torch.Tensor | None:
     """The context a data batch ``(x, y, ...)`` gives ``model``: the labels ``y`` when the model is
     class-conditional (``model.context_kind == "label"``), else None."""
-    if getattr(model, "context_kind", None) == "label":
+    if model.context_kind == "label":
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError(f"{type(model).__name__} is class-conditional (num_classes={model.num_classes}) but "
                              f"the batches carry no labels; use a data module that yields (images, labels)")

@@ -72,7 +72,7 @@ class MaximumLikelihood(Objective):
                 raise ValueError("objective.dequantization needs quantised images (data with n_bits) and an image "
                                  "model; set objective.dequantization=null")
             self.dequantizer = build_dequantizer(self.dequantization, int(image_shape[0]), n_bits)
-        if self.weight_y and not getattr(model, "num_classes", 0):
+        if self.weight_y and not model.num_classes:
             raise ValueError(f"objective.weight_y={self.weight_y} trains a classifier on the top latent, which only "
                              f"a class-conditional model has: set model.num_classes or objective.weight_y=0")
 
@@ -126,6 +126,6 @@ class MaximumLikelihood(Objective):
         parts = {"bpd": bits_per_dim(log_prior + logdet, num_dims, self.n_bits),
                  "prior_bpd": -log_prior.detach() / scale, "logdet_bpd": -logdet.detach() / scale}
         logits = None
-        if getattr(model, "num_classes", 0) and hasattr(model, "class_logits"):
+        if model.num_classes and hasattr(model, "class_logits"):
             logits = model.class_logits(latents[-1])
         return parts, logits

@@ -184,7 +184,7 @@ class SampleGrid(pl.Callback):
             return
         g = torch.Generator(device=module.device).manual_seed(self.seed)
         cond = None
-        if getattr(module.model, "num_classes", 0):
+        if module.model.num_classes:
             cond = torch.arange(self.n, device=module.device) % module.model.num_classes
         rows = [module.sample_images(self.n, t, cond, generator=g) for t in self.temperatures]
         path = self.dirpath / f"{name}.png"

@@ -167,7 +167,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(module, datamodule=datamodule, ckpt_path=own)
             metrics.update(_scalars(trainer.callback_metrics))
         if best_cb is not None:
-            metrics["best/val_bpd"] = float(best_cb.best_model_score or float("nan"))
+            # keyed on what the run monitors: best/val_bpd, or e.g. best/val_free_energy for reverse KL
+            metrics["best/" + best_cb.monitor.replace("/", "_")] = float(best_cb.best_model_score or float("nan"))
     finally:
         _finish_wandb()
     metrics["wall_time_s"] = time.time() - start
