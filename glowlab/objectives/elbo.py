@@ -9,6 +9,7 @@ the model's posterior draws) and, for images ``[B, C, H, W]``, ``bpd_bound``
 Example:
     >>> import torch
     >>> class Toy(torch.nn.Module):
+    ...     context_kind = None  # unconditional, declared as every model declares it
     ...     def elbo(self, x, context=None):
     ...         return -x.flatten(1).square().sum(1)
     >>> loss, metrics = ELBO().loss(Toy(), (torch.ones(2, 1, 2, 2),))
