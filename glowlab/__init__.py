@@ -1,8 +1,12 @@
-"""glowlab: normalizing flows (Glow, RealNVP, NICE) for images, with exact bits/dim.
+"""glowlab: normalizing flows in PyTorch, with exact bits/dim.
 
-The flows (``glowlab.flows``), models (``glowlab.models``) and likelihood accounting
-(``glowlab.likelihood``) depend on torch and einops only. Lightning and Hydra are imported only
-by ``glowlab.training`` and the entry points.
+Families: coupling flows (Glow, RealNVP, NICE; spline and mixture couplings), autoregressive flows
+(MAF, IAF), continuous flows (FFJORD) and flows for variational inference (planar, radial, flow
+posteriors). All keep the two contracts of :mod:`glowlab.core`.
+
+The contracts (``glowlab.core``), layers (``glowlab.layers``), models (``glowlab.models``) and
+likelihood accounting (``glowlab.likelihood``) need torch, einops, torchdiffeq and Hydra's object
+locator only; Lightning is imported by ``glowlab.training`` and the entry points.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

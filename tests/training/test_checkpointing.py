@@ -4,12 +4,14 @@ overrides that change the model's data are refused with a message naming the fil
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 
 import pytest
 import torch
 
+import glowlab
 from glowlab.training.checkpoint_checks import (
     CHECKSUM_KEY,
     VERSION_KEY,
@@ -131,7 +133,8 @@ def test_missing_initialized_flag_names_file_version_and_fix(trained_run, tmp_pa
     for k in gone:
         del ckpt["state_dict"][k]
     old = _resave(ckpt, tmp_path / "old.ckpt")
-    with pytest.raises(CheckpointError, match=r"(?s)old.ckpt \(written by glowlab 0\.1\.0\).*initialized.*True"):
+    written_by = re.escape(f"(written by glowlab {glowlab.__version__})")
+    with pytest.raises(CheckpointError, match=rf"(?s)old.ckpt {written_by}.*initialized.*True"):
         evaluate(compose_eval(old, tmp_path / "eval"))
 
 
