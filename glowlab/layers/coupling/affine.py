@@ -68,8 +68,8 @@ class AffineCoupling(Bijection):
     ``t = b * tanh(t_raw / b)`` (``|t| < b``; the identity for ``|t_raw| << b``). The ReLU networks
     are positively homogeneous, so an unbounded ``t`` grows with the magnitude of their input; in a
     stack of couplings whose networks amplify (e.g. a RealNVP after its parameters moved by 0.05)
-    the growth compounds from coupling to coupling (``|z| ~ 1e30`` and a round-trip error of
-    ``1e43`` in float64). Bounding ``t`` stops the compounding. ``None`` (default) keeps the
+    the growth compounds from coupling to coupling (latents beyond 1e20 and a failed round trip in
+    float64, ``tests/models/test_realnvp.py``). Bounding ``t`` stops the compounding. ``None`` (default) keeps the
     unbounded map of glowlab 0.1, so existing checkpoints compute what they did.
 
     Layouts: images ``[B, C, H, W]`` (``event_dim=3``) or vectors ``[B, D]`` (``event_dim=1``,
