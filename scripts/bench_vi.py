@@ -1,9 +1,9 @@
 """glowlab's planar flows against normflows' on Rezende & Mohamed's energies U1 to U4, fitted by reverse KL.
 
 For each target, flow length ``K`` and seed, both libraries fit a 2-D density ``q`` (a base
-``N(0, I)``, or a learned diagonal Gaussian with ``--trainable-base``, pushed through ``K`` planar
-layers ``f(z) = z + û tanh(wᵀz + b)``) with the same loss, optimiser and schedule, those of
-``experiment=vi_u1``:
+``N(0, I)``, or a learned diagonal Gaussian with ``--trainable-base`` as in ``experiment=vi_u1``,
+pushed through ``K`` planar layers ``f(z) = z + û tanh(wᵀz + b)``) with the same loss, optimiser and
+schedule, those of ``experiment=vi_u1`` (whose 11,000 steps this run shortens by default):
 
 * loss: the annealed free energy ``E_q[log q(z) + β_t U(z)]`` from ``--batch`` reparameterised draws
   (:func:`glowlab.vi.annealed_free_energy`, called on both models), ``β_t = min(1, 0.01 + t / A)``
@@ -211,11 +211,15 @@ def run(args) -> dict:
                     runs.append({"target": name, "length": length, "library": lib, "seed": seed, **r})
                     print(f"{name} K={length:2d} seed={seed} {lib:9s} KL {r['kl']:.4f} ± {r['kl_se']:.4f} nats, "
                           f"{1e3 * r['s_per_step']:.2f} ms/step, {r['nonfinite_steps']} non-finite", flush=True)
-    import normflows
+    try:
+        import normflows
 
+        normflows_version = normflows.__version__
+    except ImportError:  # --libraries glowlab on a machine without the bench extra
+        normflows_version = None
     config = {k: getattr(args, k) for k in ("steps", "batch", "lr", "warmup_steps", "beta0", "anneal_steps",
                                              "eval_samples", "trainable_base", "init", "seeds", "quick")}
-    config.update(torch=torch.__version__, normflows=normflows.__version__, threads=torch.get_num_threads(),
+    config.update(torch=torch.__version__, normflows=normflows_version, threads=torch.get_num_threads(),
                   load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                   cpu=platform.processor() or platform.machine(), log_z=args.log_z)
     return {"config": config, "runs": runs, "summary": summarise(runs)}
