@@ -211,7 +211,8 @@ _SOLVER_DOC = """
         step_size: fixed-step solvers' step on the normalised interval [0, 1].
         adjoint: adjoint back-propagation (memory constant in the number of steps).
         max_num_steps: steps per solve before :class:`~glowlab.layers.continuous.ODESolveError`.
-        kinetic_weight, jacobian_weight: RNODE weights (0: off).
+        kinetic_weight, jacobian_weight: RNODE weights (0: off) of the per-dimension kinetic energy
+            ``∫‖f‖²/(2D) dt`` and Jacobian norm ``∫‖∂f/∂z‖_F²/D dt`` (Finlay et al. use 0.01 each).
 """
 
 

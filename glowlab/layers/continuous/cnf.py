@@ -15,9 +15,10 @@ is itself a random, unbiased estimate. In eval mode ``eval_trace="auto"`` switch
 when ``D <= exact_max_dim``.
 
 Training regularisation (RNODE): in training mode with ``kinetic_weight`` or ``jacobian_weight`` > 0
-each solve also integrates ``∫‖f‖² dt`` and ``∫‖∂f/∂z‖_F² dt`` (Hutchinson-estimated with the same
-probe, exact with the exact trace), and :meth:`CNF.regularization_loss` returns
-``kinetic_weight * mean_B(∫‖f‖²) + jacobian_weight * mean_B(∫‖∂f/∂z‖_F²)`` for the training loss.
+each solve also integrates ``∫‖f‖²/(2D) dt`` and ``∫‖∂f/∂z‖_F²/D dt`` (per dimension, as RNODE
+defines them; the Frobenius norm Hutchinson-estimated with the same probe, exact with the exact
+trace), and :meth:`CNF.regularization_loss` returns
+``kinetic_weight * mean_B(∫‖f‖²/(2D)) + jacobian_weight * mean_B(∫‖∂f/∂z‖_F²/D)`` for the training loss.
 
 References:
     Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018.

@@ -2,10 +2,12 @@
 
 The state integrated over the normalised time ``s ∈ [0, 1]`` is ``(z, ℓ[, k, j])`` with
 
-    dz/ds = T f(sT, z),   dℓ/ds = T tr(∂f/∂z),   dk/ds = T ‖f‖²,   dj/ds = T ‖∂f/∂z‖_F²,
+    dz/ds = T f(sT, z),   dℓ/ds = T tr(∂f/∂z),   dk/ds = T ‖f‖² / (2D),   dj/ds = T ‖∂f/∂z‖_F² / D,
 
 so that at ``s = 1``: ``z(1)`` is the flow's output, ``ℓ = log|det ∂z(1)/∂z(0)|`` (nats) and ``k``, ``j``
-are RNODE's kinetic energy and Jacobian-norm integrals over real time ``t = sT ∈ [0, T]``. Rescaling
+are RNODE's kinetic energy and Jacobian-norm integrals over real time ``t = sT ∈ [0, T]``, per
+dimension (``D`` elements of one sample) as Finlay et al. (2020) define them, so that their weights
+(0.01 each in the paper) mean the same next to a loss in bits/dim at any image size. Rescaling
 time this way lets the end time ``T`` be a learned parameter of the dynamics (FFJORD) while the solver
 always integrates over a fixed interval. Solving from ``s = 1`` to ``0`` inverts the map, and ``ℓ`` then
 comes out as minus the forward log-determinant.
@@ -161,8 +163,11 @@ class SolveFunc(nn.Module):
             dz = _CountOnBackward.apply(self.counter, dz)
         out = [dz, end * div.to(state[1])]
         if self.regularize:
-            out.append(end * f.flatten(1).square().sum(1))
-            out.append(end * frob if frob is not None else torch.zeros_like(div))
+            # per dimension, with the kinetic energy's 1/2, as RNODE defines them: its weights (0.01) are
+            # set against a loss in bits/dim, so sums over D would penalise a 784-pixel image ~10^3x harder
+            dims = f[0].numel()
+            out.append(end * f.flatten(1).square().sum(1) / (2 * dims))
+            out.append(end * frob / dims if frob is not None else torch.zeros_like(div))
         if not grad_on:
             out = [o.detach() for o in out]
         return tuple(out)

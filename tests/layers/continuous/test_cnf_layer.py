@@ -143,8 +143,9 @@ def test_rnode_terms_match_their_closed_forms():
     x = torch.randn(5, 3)
     _, ladj = flow(x)
     torch.testing.assert_close(ladj, torch.full((5,), 3 * a * end), rtol=1e-8, atol=0)
-    kinetic = a**2 * x.square().sum(1) * math.expm1(2 * a * end) / (2 * a)  # ∫ a² |x|² e^{2at} dt
-    jacobian = torch.full((5,), 3 * a**2 * end)  # ∫ ‖a I‖_F² dt
+    # per dimension (D = 3), RNODE's definitions: ∫ a² |x|² e^{2at} dt / (2D) and ∫ ‖a I‖_F² dt / D
+    kinetic = a**2 * x.square().sum(1) * math.expm1(2 * a * end) / (2 * a) / (2 * 3)
+    jacobian = torch.full((5,), 3 * a**2 * end / 3)
     reg = flow.regularization_loss()
     torch.testing.assert_close(reg, kw * kinetic.mean() + jw * jacobian.mean(), rtol=1e-7, atol=0)
     assert reg.requires_grad and flow.regularization_loss() is None  # read once
