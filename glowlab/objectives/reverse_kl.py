@@ -51,7 +51,8 @@ class ReverseKL(Objective):
     """Minimise the annealed free energy ``E_q[log q + β U]`` of the model ``q`` (see the module docstring).
 
     Args:
-        target: the energy ``U`` (callable ``z [B, D] -> [B]`` nats) or its ``_target_`` config.
+        target: the energy ``U`` (callable ``z [B, D] -> [B]`` nats) or its ``_target_`` config. A
+            target that is an ``nn.Module`` moves with the objective and has its parameters frozen.
         samples: draws of ``q`` per step.
         beta0: β at step 0 (0.01 in the paper).
         anneal_steps: steps over which β reaches 1 (10000 in the paper; 0: β = 1 throughout).
@@ -70,6 +71,8 @@ class ReverseKL(Objective):
                 raise ValueError(f"objective.{name} must be a positive integer, got {value!r}")
         beta_schedule(0, beta0, anneal_steps)  # validates both
         self.target = build_target(target)
+        if isinstance(self.target, torch.nn.Module):  # the target is fixed: only q trains
+            self.target.requires_grad_(False)
         self.samples, self.beta0, self.anneal_steps = samples, float(beta0), int(anneal_steps)
         self.eval_samples, self.steps_per_epoch = eval_samples, steps_per_epoch
         self._log_z: float | None = None

@@ -156,8 +156,9 @@ class FlowModule(pl.LightningModule):
         return self._train_encode if self.training and self._train_encode is not None else None
 
     def trained_parameters(self) -> list[nn.Parameter]:
-        """The model's parameters and the objective's (e.g. a learned dequantiser's)."""
-        return [*self.model.parameters(), *self.objective.parameters()]
+        """The model's parameters and the objective's (e.g. a learned dequantiser's), except frozen
+        ones (e.g. a reverse-KL target's)."""
+        return [p for p in (*self.model.parameters(), *self.objective.parameters()) if p.requires_grad]
 
     def _cnf_hooks(self) -> bool:
         return callable(getattr(self.model, "regularization_loss", None)) and hasattr(self.model, "nfe")

@@ -169,6 +169,30 @@ def test_class_conditional_maximum_likelihood_logs_the_classifier_accuracy(tmp_p
     assert "test/accuracy" in trainer.callback_metrics
 
 
+class _LearnableLookingEnergy(torch.nn.Module):
+    """A Gaussian energy whose centre is an nn.Parameter: the reverse-KL target must not train it."""
+
+    def __init__(self):
+        super().__init__()
+        self.centre = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+
+    def forward(self, z):
+        return 0.5 * (z - self.centre).square().sum(1)
+
+
+def test_a_reverse_kl_target_with_parameters_stays_fixed(tmp_path):
+    target = _LearnableLookingEnergy()
+    objective = {"_target_": "glowlab.objectives.ReverseKL", "target": target, "samples": 16, "eval_samples": 64,
+                 "steps_per_epoch": 3}
+    module = FlowModule({"_target_": "glowlab.vi.VariationalFlow", "features": 2, "flow": "planar", "length": 2},
+                        n_bits=None, warmup_steps=1, objective=objective)
+    centre = module.objective.target.centre
+    assert all(p is not centre for p in module.trained_parameters())
+    dm = module.objective.datamodule()
+    _fit(module, tmp_path, dm.train_dataloader(), dm.val_dataloader())
+    assert torch.equal(module.objective.target.centre.detach(), torch.tensor([1.0, -1.0]))
+
+
 def test_reverse_kl_trains_a_variational_flow_without_data(tmp_path):
     objective = {"_target_": "glowlab.objectives.ReverseKL", "target": {"_target_": "glowlab.vi.energy", "name": "u1"},
                  "samples": 16, "eval_samples": 64, "steps_per_epoch": 3}
