@@ -14,13 +14,15 @@ Usage::
 
 Each row: ``name, seed, test_bpd`` (k = 1, the run's own test), ``test_bpd_k<K>`` (with its
 standard error), ``val_bpd`` (best), ``steps``, ``params`` (the model's, plus the learned
-dequantiser's when there is one) and the run's own metrics.json. ``--summary`` prints the
+dequantiser's when there is one), for continuous flows the NFE per training step (first, last, mean
+of the last tenth of the logged steps) and the run's own metrics.json. ``--summary`` prints the
 medians over seeds per name. A run that fails is recorded with its error and the rest go on.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -52,6 +54,22 @@ def param_counts(ckpt_path: Path) -> dict[str, int]:
     return {"params": model, "dequantizer_params": deq}
 
 
+def nfe_summary(run_dir: Path) -> dict[str, float]:
+    """Continuous flows: NFE per training step (forward + backward) at the first and last logged
+    steps and its mean over the last tenth of them, from the run's CSV log; {} for other models."""
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/nfe_forward") and r.get("train/nfe_backward")]
+    if not rows:
+        return {}
+    nfe = [float(r["train/nfe_forward"]) + float(r["train/nfe_backward"]) for r in rows]
+    tail = nfe[-max(1, len(nfe) // 10):]
+    return {"nfe_per_step_first": nfe[0], "nfe_per_step_last": nfe[-1],
+            "nfe_per_step_last_tenth": sum(tail) / len(tail)}
+
+
 def run_one(name: str, overrides: list[str], seed: int, args) -> dict:
     run_dir = Path(args.workdir) / f"{name}_s{seed}"
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -69,7 +87,7 @@ def run_one(name: str, overrides: list[str], seed: int, args) -> dict:
     ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.ckpt"  # as train.py tests it
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     row.update(test_bpd=metrics.get("test/bpd"), val_bpd=metrics.get("best/val_bpd"),
-               steps=int(last.get("global_step", 0)), **param_counts(ckpt), metrics=metrics)
+               steps=int(last.get("global_step", 0)), **param_counts(ckpt), **nfe_summary(run_dir), metrics=metrics)
     if args.k > 1:
         ev = run_dir / f"eval_k{args.k}"
         if not (ev / "metrics.json").exists():
