@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts.script_loader import load_script as load_named_script
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_ffjord", ROOT / "scripts" / "bench_ffjord.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_named_script("bench_ffjord")
 
 
 @pytest.mark.slow

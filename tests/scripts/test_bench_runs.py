@@ -3,7 +3,6 @@ tiny digits runs whose table agrees with what the runs themselves wrote."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts.script_loader import load_script as load_named_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_runs", ROOT / "scripts" / "bench_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_named_script("bench_runs")
 
 
 def test_a_run_spec_is_a_name_and_shell_quoted_overrides():

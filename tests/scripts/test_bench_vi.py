@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from glowlab.layers.vi import Planar
 from glowlab.vi import energy
+from tests.scripts.script_loader import load_script as load_named_script
 
 pytest.importorskip("normflows")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_vi", ROOT / "scripts" / "bench_vi.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_named_script("bench_vi")
 
 
 bench = load_script()
