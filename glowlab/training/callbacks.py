@@ -14,6 +14,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from glowlab.core import InversionError
+
 __all__ = ["ImagesPerSecond", "LatestCheckpoint", "LearningRateLogger", "SampleGrid", "save_sample_grid"]
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,9 @@ class SampleGrid(pl.Callback):
     ``final.png``) and send it to the wandb / TensorBoard loggers. Runs on global rank 0 only.
 
     Grids narrower than ``min_width`` pixels (8x8 digits: 73 px) are enlarged by an integer
-    factor, nearest neighbour, and the raw grid is kept beside as ``<name>_raw.png``."""
+    factor, nearest neighbour, and the raw grid is kept beside as ``<name>_raw.png``. A grid whose
+    sampling raises :class:`~glowlab.core.InversionError` (a numerical inverse that does not converge
+    on some sample) is skipped with a warning: training and its test still finish."""
 
     def __init__(self, dirpath: str, temperatures=(0.5, 0.7, 1.0), num_per_temperature: int = 8,
                  every_n_epochs: int = 1, seed: int = 0, min_width: int = 256):
@@ -186,7 +190,11 @@ class SampleGrid(pl.Callback):
         cond = None
         if module.model.num_classes:
             cond = torch.arange(self.n, device=module.device) % module.model.num_classes
-        rows = [module.sample_images(self.n, t, cond, generator=g) for t in self.temperatures]
+        try:
+            rows = [module.sample_images(self.n, t, cond, generator=g) for t in self.temperatures]
+        except InversionError as err:  # a sample the numerical inverse cannot reach must not end the run
+            log.warning("sample grid %s skipped: %s", name, err)
+            return
         path = self.dirpath / f"{name}.png"
         save_sample_grid(torch.cat(rows).cpu(), path, nrow=self.n, min_width=self.min_width)
         self.last_path = path

@@ -135,7 +135,9 @@ def logistic_mixture(
         x: inputs of any shape ``S`` (the outputs ``y`` to invert when ``inverse=True``).
         logits, means, log_scales: the ``K`` mixture components, ``[*S, K]``.
         log_scale, shift: ``a`` and ``b`` of the affine part, shape ``S`` (None: 0).
-        inverse: invert numerically (float64 safeguarded Newton, accurate to ``tol`` in ``x``).
+        inverse: invert numerically (float64 safeguarded Newton, accurate to ``tol`` in ``x``);
+            non-finite elements of ``x`` pass through (NaN stays NaN, ±inf stays ±inf), so a sample
+            that overflowed upstream is reported as non-finite rather than failing its batch.
         tol: absolute tolerance of the inverse in ``x``.
         max_iter: iterations before :class:`~glowlab.core.InversionError` is raised.
     Returns:
@@ -156,14 +158,19 @@ def logistic_mixture(
     target = (x - b) * torch.exp(-a)
     with torch.no_grad():
         d64 = torch.float64
-        root = _solve(target.detach().to(d64), log_w.detach().to(d64), means.detach().to(d64),
-                      log_scales.detach().to(d64), tol, max_iter)
+        t, lw, m, ls = (v.detach().to(d64) for v in (target, log_w, means, log_scales))
+        # a non-finite input (one that overflowed upstream, e.g. a sample at a high temperature)
+        # passes through, NaN to NaN and ±inf to ±inf, as closed-form inverses do; non-finite
+        # parameters, and finite inputs that do not converge, still raise
+        finite = torch.isfinite(t)
+        root = _solve(torch.where(finite, t, torch.zeros((), dtype=d64)), lw, m, ls, tol, max_iter)
+        root = torch.where(finite, root, t)
     root = root.to(dtype)
     # one implicit-function step: the value stays the root (the residual is ~0), and the gradients
     # with respect to y and the parameters are those of the exact inverse
     logit, log_d = mixture_logit_cdf(root, log_w, means, log_scales)
     correction = (logit - target) * torch.exp(-log_d.detach())
-    out = root - correction + correction.detach()
+    out = torch.where(finite.to(x.device), root - correction + correction.detach(), root)
     if torch.is_grad_enabled():  # the ladj's own gradient needs the derivative taken at `out`
         log_d = mixture_logit_cdf(out, log_w, means, log_scales)[1]
     return out, -(log_d + a)

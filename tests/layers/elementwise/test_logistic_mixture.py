@@ -77,6 +77,19 @@ def test_non_convergence_raises_inversion_error():
         logistic_mixture(y, *bad, inverse=True)
 
 
+def test_non_finite_inputs_pass_through_the_inverse_and_the_rest_is_exact():
+    """A sample that overflowed upstream (NaN or ±inf) must not fail its whole batch: it stays
+    non-finite, with the limits of the increasing map for ±inf, and every other element inverts."""
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    params = _params(x.shape, 4)
+    y, _ = logistic_mixture(x, *params)
+    y[1], y[3], y[5] = float("nan"), float("inf"), -float("inf")
+    x2, logd_inv = logistic_mixture(y, *params, inverse=True)
+    assert torch.isnan(x2[1]) and x2[3] == float("inf") and x2[5] == -float("inf")
+    keep = torch.tensor([0, 2, 4, 6])
+    assert torch.allclose(x2[keep], x[keep], atol=1e-9) and torch.isfinite(logd_inv[keep]).all()
+
+
 @pytest.mark.parametrize("kwargs, match", [({"tol": 0.0}, "tol"), ({"max_iter": 0}, "max_iter")])
 def test_bad_settings_are_named(kwargs, match):
     params = _params((2,), 3)
