@@ -203,6 +203,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     dequantisation draws per image, see :func:`importance_weighted_bpd`.
     """
     apply_extras(cfg)
+    k = cfg.get("k", 1)  # checked before the test pass, so a typo costs nothing
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (dequantisation draws per image) must be a positive integer, got {k!r}; "
+                         f"e.g. k=16, or k=1 for the plain bound")
     ckpt = load_checkpoint(cfg.ckpt_path)
     hp = ckpt["hyper_parameters"]
     stored = stored_data_config(ckpt, cfg.ckpt_path)
@@ -222,7 +226,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     metrics = _scalars(trainer.callback_metrics)
     metrics["global_step"] = float(ckpt.get("global_step", 0))
-    k = int(cfg.get("k", 1))
     if k > 1:
         metrics.update(importance_weighted_bpd(cfg.ckpt_path, split, k, cfg.get("data")))
     _write_metrics(trainer, cfg.get("paths", {}).get("output_dir"), metrics)

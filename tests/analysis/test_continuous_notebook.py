@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.analysis.test_notebooks import execute, outputs_text
+from tests.analysis.test_notebooks import execute, image_count, outputs_text
 
 NAME = "continuous.ipynb"
 
@@ -52,7 +52,7 @@ def test_continuous_notebook_runs_in_quick_mode(monkeypatch):
     assert all(math.isfinite(v) and v > 0 for v in plain + rnode)
     assert all(math.isfinite(v) for v in held_out)
 
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    images = image_count(nb)
     # training curves and NFE, density and samples, p_t over time, trajectories, exact against Hutchinson,
     # NFE with and without RNODE
     assert images == 6

@@ -17,6 +17,11 @@ def execute(name: str) -> nbformat.NotebookNode:
     return nb
 
 
+def image_count(nb) -> int:
+    """PNG figures among the executed notebook's outputs."""
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
 def outputs_text(nb) -> str:
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 

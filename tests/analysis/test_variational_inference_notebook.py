@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.analysis.test_notebooks import execute, outputs_text
+from tests.analysis.test_notebooks import execute, image_count, outputs_text
 
 NAME = "variational_inference.ipynb"
 FIT = re.compile(r"(planar|radial) K=\s*(\d+) on (U\d), .*?: ELBO (\S+) ± (\S+), log Z (\S+), "
@@ -23,7 +23,7 @@ def test_variational_inference_notebook_runs_in_quick_mode(monkeypatch):
     nb = execute(NAME)
     text = outputs_text(nb)
     assert "QUICK mode" in text
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    images = image_count(nb)
     assert images == 5  # four targets, planar samples per K, ELBO/KL against K, radial fit, VAE samples
 
     log_z = dict(re.findall(r"(U\d) (-?[0-9.]+)", text.split("log Z by quadrature (nats): ")[1].splitlines()[0]))

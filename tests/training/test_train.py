@@ -148,3 +148,10 @@ def test_eval_cli_tightens_the_variational_bound_with_k_draws(tmp_path):
     assert importance_weighted_bpd(str(ckpt), "test", 1)["test/bpd_k1"] == pytest.approx(trained, abs=1e-4)
     assert metrics["test/bpd_k4"] < metrics["test/bpd"] - 1e-4
     assert metrics["test/bpd_k4_stderr"] > 0
+
+
+def test_eval_refuses_a_k_that_is_not_a_positive_integer(tmp_path):
+    """`eval.py k=0` names the value and the fix before any evaluation runs."""
+    proc = run_script("eval.py", f"ckpt_path={tmp_path / 'missing.ckpt'}", "k=0", f"hydra.run.dir={tmp_path / 'ev'}",
+                      "extras.print_config=false")
+    assert proc.returncode != 0 and "must be a positive integer, got 0" in proc.stderr and "k=16" in proc.stderr
