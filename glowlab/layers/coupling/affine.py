@@ -8,13 +8,14 @@ from torch import nn
 
 from glowlab.core.bijection import Bijection, logdet_dtype, zero_ladj
 from glowlab.core.recompute import context_input, grads_of, recompute_by_inverse
+from glowlab.layers.coupling.flowpp_net import FlowppCouplingNet
 from glowlab.layers.coupling.nets import MLP, CouplingNet, ResNetCouplingNet
 
 __all__ = ["AffineCoupling", "AdditiveCoupling", "MLPAdditiveCoupling", "checkerboard_mask", "broadcast_cond"]
 
 MASKS = ("channel", "checkerboard")
 SCALES = ("sigmoid", "tanh")
-NETS = ("glow", "resnet")
+NETS = ("glow", "resnet", "flowpp")
 
 
 def checkerboard_mask(height: int, width: int, parity: int, device=None, dtype=None) -> torch.Tensor:
@@ -82,9 +83,11 @@ class AffineCoupling(Bijection):
         hidden_channels: width of the coupling network.
         mask: ``"channel"`` or ``"checkerboard"``.
         parity: 0 or 1, which part is kept.
-        net: ``"glow"`` (conv3x3-conv1x1-conv3x3) or ``"resnet"`` (RealNVP residual network) for
-            images, ``"mlp"`` for vectors (default: ``"glow"`` for images, ``"mlp"`` for vectors).
-        num_blocks: residual blocks of the ``"resnet"`` network, hidden layers of the ``"mlp"``.
+        net: ``"glow"`` (conv3x3-conv1x1-conv3x3), ``"resnet"`` (RealNVP residual network) or
+            ``"flowpp"`` (Flow++ gated convolutions and attention) for images, ``"mlp"`` for vectors
+            (default: ``"glow"`` for images, ``"mlp"`` for vectors).
+        num_blocks: residual blocks of the ``"resnet"`` network, Flow++ blocks of ``"flowpp"``,
+            hidden layers of the ``"mlp"``.
         actnorm: ActNorm inside the convolutional coupling network.
         cond_channels: K of an optional conditioning input (``[B, K]`` or ``[B, K, h, w]``),
             concatenated to the network input.
@@ -149,6 +152,8 @@ class AffineCoupling(Bijection):
             self.net = CouplingNet(net_in, out, hidden_channels, actnorm=actnorm)
         elif net == "resnet":
             self.net = ResNetCouplingNet(net_in, out, hidden_channels, num_blocks, actnorm=actnorm)
+        elif net == "flowpp":
+            self.net = FlowppCouplingNet(net_in, out, hidden_channels, num_blocks)
         else:
             self.net = MLP(net_in, out, hidden_channels, num_blocks)
         if scale_fn == "tanh" and not self.additive:

@@ -10,7 +10,7 @@ Layouts:
 
 * images ``[B, C, H, W]`` (``event_dim=3``): ``mask="channel"`` keeps ``C // 2`` channels
   (``parity=1`` keeps the other half), ``mask="checkerboard"`` keeps the pixels with
-  ``(i + j) % 2 == parity`` in every channel. Networks ``"glow"`` and ``"resnet"``, as in
+  ``(i + j) % 2 == parity`` in every channel. Networks ``"glow"``, ``"resnet"`` and ``"flowpp"``, as in
   :class:`~glowlab.layers.coupling.AffineCoupling`.
 * vectors ``[B, D]`` (``event_dim=1``): the halves of ``D``, network ``"mlp"``.
 
@@ -29,12 +29,13 @@ from torch import nn
 from glowlab.core.bijection import Bijection, logdet_dtype
 from glowlab.core.errors import ContextError
 from glowlab.layers.coupling.affine import broadcast_cond, checkerboard_mask
+from glowlab.layers.coupling.flowpp_net import FlowppCouplingNet
 from glowlab.layers.coupling.masks import join_channels, split_channels
 from glowlab.layers.coupling.nets import MLP, CouplingNet, ResNetCouplingNet
 
 __all__ = ["ElementwiseCoupling"]
 
-_IMAGE_NETS = ("glow", "resnet")
+_IMAGE_NETS = ("glow", "resnet", "flowpp")
 _MASKS = ("channel", "checkerboard")
 
 
@@ -46,8 +47,8 @@ class ElementwiseCoupling(Bijection):
         hidden_channels: width of the network (channels, or units of the MLP).
         mask: ``"channel"`` or ``"checkerboard"`` (images only).
         parity: 0 or 1, which part is kept.
-        net: ``"glow"`` or ``"resnet"`` for images, ``"mlp"`` for vectors.
-        num_blocks: residual blocks (``"resnet"``) or hidden layers (``"mlp"``).
+        net: ``"glow"``, ``"resnet"`` or ``"flowpp"`` for images, ``"mlp"`` for vectors.
+        num_blocks: residual blocks (``"resnet"``), Flow++ blocks (``"flowpp"``) or hidden layers (``"mlp"``).
         actnorm: ActNorm inside the convolutional networks.
         cond_channels: K of an optional conditioning ``context``: ``[B, K]``, or ``[B, K, h, w]`` for
             images (pooled or upsampled to ``H x W``), concatenated to the network's input.
@@ -89,6 +90,8 @@ class ElementwiseCoupling(Bijection):
             self.net: nn.Module = CouplingNet(net_in, net_out, hidden_channels, actnorm=actnorm)
         elif net == "resnet":
             self.net = ResNetCouplingNet(net_in, net_out, hidden_channels, num_blocks, actnorm=actnorm)
+        elif net == "flowpp":
+            self.net = FlowppCouplingNet(net_in, net_out, hidden_channels, num_blocks)
         else:
             self.net = MLP(net_in, net_out, hidden_channels, num_blocks)
 
