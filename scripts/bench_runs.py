@@ -12,11 +12,13 @@ Usage::
         --run glow="experiment=mnist_idx_glow" --run flowpp="experiment=mnist_idx_flowpp" \\
         --workdir /tmp/bench --out docs/bench/mnist_idx_flowpp.json
 
-Each row: ``name, seed, test_bpd`` (k = 1, the run's own test), ``test_bpd_k<K>`` (with its
-standard error), ``val_bpd`` (best), ``steps``, ``params`` (the model's, plus the learned
+Each row: ``name, seed, test_bpd`` (k = 1, the run's own test), ``test_bpd_eval`` (k = 1 again from
+``eval.py``, which evaluates in fp32 whatever precision the run trained in), ``test_bpd_k<K>`` (with
+its standard error), ``val_bpd`` (best), ``steps``, ``params`` (the model's, plus the learned
 dequantiser's when there is one), for continuous flows the NFE per training step (first, last, mean
-of the last tenth of the logged steps) and the run's own metrics.json. ``--summary`` prints the
-medians over seeds per name. A run that fails is recorded with its error and the rest go on.
+of the last tenth of the logged steps) and the run's own metrics.json. The summary holds the
+medians over seeds per name; ``--include`` adds the rows of earlier tables (other seeds) to
+them. A run that fails is recorded with its error and the rest go on.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def run_one(name: str, overrides: list[str], seed: int, args) -> dict:
             if proc.returncode != 0:
                 return {**row, "error": proc.stderr[-2000:]}
         ev_metrics = json.loads((ev / "metrics.json").read_text())
+        row["test_bpd_eval"] = ev_metrics["test/bpd"]  # k = 1 again, in eval.py's fp32 whatever the run's precision
         row[f"test_bpd_k{args.k}"] = ev_metrics[f"test/bpd_k{args.k}"]
         row[f"test_bpd_k{args.k}_stderr"] = ev_metrics[f"test/bpd_k{args.k}_stderr"]
     print(json.dumps({k: v for k, v in row.items() if k not in ("metrics", "overrides")}), flush=True)
@@ -111,13 +114,25 @@ def guarded(fn, name, overrides, seed, args) -> dict:
         return {"name": name, "seed": seed, "overrides": overrides, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def included_rows(paths: list[str], names: set[str], new: set[tuple[str, int]]) -> list[dict]:
+    """The rows of earlier tables whose name is one of ``names``, tagged with the file they came
+    from; a (name, seed) this run produced again is taken from this run."""
+    out = []
+    for path in paths:
+        table = json.loads(Path(path).read_text())
+        out += [{**r, "from": path} for r in table["rows"] if r["name"] in names and (r["name"], r["seed"]) not in new]
+    return out
+
+
 def summarise(rows: list[dict], k: int) -> list[dict]:
     """Median over seeds per name of each figure."""
-    keys = ["test_bpd", f"test_bpd_k{k}", "val_bpd", "steps", "params", "dequantizer_params"]
+    keys = ["test_bpd", "test_bpd_eval", f"test_bpd_k{k}", "val_bpd", "steps", "params", "dequantizer_params"]
     out = []
     for name in dict.fromkeys(r["name"] for r in rows):
-        done = [r for r in rows if r["name"] == name and "error" not in r]
-        med = {key: statistics.median(r[key] for r in done) for key in keys if done and key in done[0]}
+        # a row with an error counts when its test figure was recovered (its "note" says how)
+        done = [r for r in rows if r["name"] == name and r.get("test_bpd") is not None]
+        med = {key: statistics.median(r[key] for r in done if r.get(key) is not None)
+               for key in keys if any(r.get(key) is not None for r in done)}
         out.append({"name": name, "seeds": [r["seed"] for r in done], **med})
     return out
 
@@ -132,11 +147,15 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/glowlab_bench")
     p.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     p.add_argument("--out", required=True, help="JSON file for the rows and the summary")
+    p.add_argument("--include", nargs="*", default=[],
+                   help="JSON tables of earlier runs of this script (e.g. other seeds): their rows of the "
+                        "same names join this table and its medians")
     args = p.parse_args()
     runs = [parse_run(s) for s in args.run]
     jobs = [(name, ov, seed) for seed in args.seeds for name, ov in runs]
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda j: guarded(run_one, *j, args), jobs))
+    rows = [*included_rows(args.include, {name for name, _ in runs}, {(r["name"], r["seed"]) for r in rows}), *rows]
     result = {"command": " ".join(shlex.quote(a) for a in sys.argv), "date": time.strftime("%Y-%m-%d"),
               "threads_per_run": args.threads, "parallel": args.parallel, "torch": torch.__version__,
               "summary": summarise(rows, args.k), "rows": rows}

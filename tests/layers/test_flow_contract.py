@@ -132,6 +132,11 @@ LAYERS = {
     "spline_vector_cond": LayerCase(lambda: SplineCoupling(4, 6, event_dim=1, bins=4, cond_channels=2),
                                     (BATCH, 4), (BATCH, 2)),
     "mixture_channel": LayerCase(lambda: MixtureCoupling(3, 6, components=2), (BATCH, 3, 2, 2), **_NUMERICAL),
+    # Flow++'s network (gated convolutions and attention; hidden width a multiple of its 4 heads)
+    "affine_checkerboard_flowpp": LayerCase(lambda: AffineCoupling(3, 8, mask="checkerboard", net="flowpp",
+                                                                   num_blocks=1), (BATCH, 3, 2, 2)),
+    "spline_channel_flowpp": LayerCase(lambda: SplineCoupling(3, 8, net="flowpp", num_blocks=1, bins=4),
+                                       (BATCH, 3, 2, 2)),
     "mixture_vector": LayerCase(lambda: MixtureCoupling(4, 6, event_dim=1, components=3), (BATCH, 4), **_NUMERICAL),
     # autoregressive
     "maf_vector_affine": LayerCase(lambda: MaskedAutoregressive((4,), 8), (BATCH, 4)),

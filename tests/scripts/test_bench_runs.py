@@ -57,6 +57,8 @@ def test_two_runs_side_by_side_report_their_own_figures(tmp_path):
         assert row["test_bpd"] == own["test/bpd"] and row["steps"] == 3
         # eval.py k=2 ran on the run's checkpoint: a bound of the same size as its k=1 test bpd
         assert abs(row["test_bpd_k2"] - row["test_bpd"]) < 0.05
+        # eval.py's own k = 1 figure (fp32, fresh dequantisation noise) on the same checkpoint
+        assert abs(row["test_bpd_eval"] - row["test_bpd"]) < 0.05
     assert rows["uniform"]["params"] == rows["variational"]["params"]
     assert rows["uniform"]["dequantizer_params"] == 0 < rows["variational"]["dequantizer_params"]
     assert [s["name"] for s in table["summary"]] == ["uniform", "variational"]
