@@ -36,6 +36,7 @@ from glowlab.layers import (
 )
 from glowlab.layers.autoregressive import InverseAutoregressive, MaskedAutoregressive
 from glowlab.layers.continuous import CNF, ODEMLP, ODEConvNet
+from glowlab.layers.coupling.flowpp_net import FlowppCouplingNet
 from glowlab.layers.coupling.mixture import MixtureCoupling
 from glowlab.layers.coupling.spline import SplineCoupling
 from glowlab.layers.vi import Planar, Radial, VectorAffineCoupling
@@ -85,6 +86,14 @@ def _vector_sequence():
 def _cnf(event_dim, **kw):
     net = ODEMLP(3, (6,)) if event_dim == 1 else ODEConvNet(1, (4,))
     return CNF(net, event_dim=event_dim, trace="exact", rtol=1e-9, atol=1e-9, **kw)
+
+
+def _flowpp_without_attention():
+    """An affine coupling whose Flow++ network has no attention (the gated-convolution variant)."""
+    layer = AffineCoupling(4, 8, net="flowpp", num_blocks=1)
+    layer.net = FlowppCouplingNet(layer.net.input.in_channels, layer.net.output.conv.out_channels, 8, 1,
+                                  attention=False)
+    return layer
 
 
 _NUMERICAL = dict(round_trip_atol=1e-7, logdet_atol=1e-6)
@@ -137,6 +146,10 @@ LAYERS = {
                                                                    num_blocks=1), (BATCH, 3, 2, 2)),
     "spline_channel_flowpp": LayerCase(lambda: SplineCoupling(3, 8, net="flowpp", num_blocks=1, bins=4),
                                        (BATCH, 3, 2, 2)),
+    "mixture_checkerboard_flowpp": LayerCase(lambda: MixtureCoupling(2, 8, mask="checkerboard", net="flowpp",
+                                                                     num_blocks=1, components=3),
+                                             (BATCH, 2, 3, 3), **_NUMERICAL),
+    "affine_channel_flowpp_no_attention": LayerCase(_flowpp_without_attention, (BATCH, 4, 3, 3)),
     "mixture_vector": LayerCase(lambda: MixtureCoupling(4, 6, event_dim=1, components=3), (BATCH, 4), **_NUMERICAL),
     # autoregressive
     "maf_vector_affine": LayerCase(lambda: MaskedAutoregressive((4,), 8), (BATCH, 4)),
